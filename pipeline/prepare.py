@@ -42,7 +42,12 @@ _BOILERPLATE: list[tuple[re.Pattern, int]] = [
     (re.compile(r"\b(image|photo) (credit|courtesy|by)\b|\b(getty images|via reuters|/ ?ap photo|ap photo)\b",
                 _FLAGS), 40),
     (re.compile(r"^disclaimer\b|views (expressed|presented)|do not necessarily (represent|reflect)"
-                r"|does not (necessarily )?(endorse|represent)|not (necessarily )?the (views|position)", _FLAGS), 70),
+                r"|does not (necessarily )?(endorse|represent) (the )?(views|opinions|positions)"
+                r"|not (necessarily )?the (views|position)|for reference only|version shall prevail"
+                r"|(unofficial|machine) translation", _FLAGS), 70),
+    (re.compile(r"\b(is|are) available (from|at|on|online|here|upon request)\b|^(the )?full (text|statement|transcript)"
+                r"|^(please )?(send|direct|email|submit) (your )?(questions|comments|letters|feedback|tips)"
+                r"|contact (us|the (editor|desk|newsroom))|letters to the editor", _FLAGS), 25),
     (re.compile(r"\b(tags?|topics?|region|categor(y|ies)|filed under|keywords|blog brand)\s*:", _FLAGS), 40),
     (re.compile(r"\bcookies?\b.*\b(accept|consent|use|policy|settings)\b", _FLAGS), 40),
     (re.compile(r"^(related|recommended|more from|more on|you may also like|read also|also read|see also"
