@@ -1,0 +1,74 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import train
+from pipeline.errors import StanceError
+from pipeline.model_store import load_model
+
+
+def test_grouped_folds_never_split_a_document():
+    y = np.array(["favor", "against", "none"] * 8)
+    groups = np.repeat([f"d{i}" for i in range(8)], 3)
+    for train_idx, test_idx in train.grouped_folds(y, groups, 4, seed=1):
+        assert not set(groups[train_idx]) & set(groups[test_idx])
+
+
+@pytest.mark.parametrize("y, groups, message", [
+    (["favor", "against"] * 3, ["d"] * 6, "at least 2 documents, got 1"),
+    (["favor", "against"] * 3, ["a", "b", "a", "b", "a", "b"], "only 2 labelled documents for 3 folds"),
+    (["favor"] * 8 + ["against"], [f"d{i}" for i in range(9)], "label 'against' has 1 paragraphs"),
+])
+def test_impossible_folds_are_clear_errors(y, groups, message):
+    with pytest.raises(StanceError, match=message):
+        train.grouped_folds(np.array(y), np.array(groups), 3, seed=0)
+
+
+def test_build_classifier_from_params():
+    est = train.build_classifier("logistic_regression", {"class_weight": "balanced", "C": 2.0}, seed=3)
+    assert est.get_params()["C"] == 2.0 and est.get_params()["random_state"] == 3
+    with pytest.raises(StanceError, match="unknown classifier 'nope'"):
+        train.build_classifier("nope", {}, 0)
+    with pytest.raises(StanceError, match="bad parameters for logistic_regression"):
+        train.build_classifier("logistic_regression", {"no_such": 1}, 0)
+
+
+def test_f_avg_is_mean_of_favor_and_against_f1():
+    y = ["favor", "favor", "against", "none"]
+    assert train.f_avg(y, ["favor", "none", "against", "none"]) == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_run_saves_model_and_metadata(trained_project):
+    paths = trained_project["paths"]
+    meta = json.loads(Path(paths["model_meta"]).read_text())
+    assert meta["labels"] == ["favor", "against", "none"]
+    assert meta["embedding_model"] == "fake-bow@1/fp32"
+    assert meta["training_data"]["paragraphs"] == 24 and meta["training_data"]["documents"] == 8
+    assert meta["cv"]["folds"] == 3 and 0 <= meta["cv"]["best_score"] <= 1
+    assert {"scikit-learn", "numpy", "python"} <= set(meta["versions"])
+    estimator, loaded_meta = load_model(paths["model"], paths["model_meta"])
+    assert loaded_meta["model_sha256"] == meta["model_sha256"]
+    assert list(estimator.classes_) == sorted(meta["labels"])
+
+
+def test_training_is_deterministic(trained_project):
+    paths = trained_project["paths"]
+    first = json.loads(Path(paths["model_meta"]).read_text())
+    train.run(trained_project)
+    second = json.loads(Path(paths["model_meta"]).read_text())
+    assert first["cv"] == second["cv"] and first["training_data"] == second["training_data"]
+
+
+def test_tampered_model_is_refused_before_unpickling(trained_project):
+    paths = trained_project["paths"]
+    with open(paths["model"], "ab") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(StanceError, match="does not match .*refusing to load"):
+        load_model(paths["model"], paths["model_meta"])
+
+
+def test_missing_model_says_run_dvc_repro(project):
+    with pytest.raises(StanceError, match="run `dvc repro` first"):
+        load_model(project["paths"]["model"], project["paths"]["model_meta"])
