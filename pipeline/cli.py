@@ -16,7 +16,7 @@ from pipeline.errors import StanceError
 
 app = typer.Typer(help="Stance of op-eds on China–US cooperation: favor, against or none, per paragraph.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-labels_app = typer.Typer(help="Check label files.", no_args_is_help=True)
+labels_app = typer.Typer(help="Check, import, export and compare label files.", no_args_is_help=True)
 app.add_typer(labels_app, name="labels")
 
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="Settings file.")
@@ -76,18 +76,20 @@ def train(params: Path = ParamsOption) -> None:
 
 @app.command()
 def evaluate(params: Path = ParamsOption,
-             check: bool = typer.Option(False, "--check", help="Exit non-zero when f_avg is below evaluate.f_avg_floor.")) -> None:
-    """Out-of-fold evaluation (nested, grouped by document): writes the metrics and report."""
-    from pipeline import evaluate as stage
-
+             check: bool = typer.Option(False, "--check", help="Quality gate (CI): print the written Markdown report "
+                                        "and exit non-zero when f_avg is below evaluate.f_avg_floor; evaluates nothing.")) -> None:
+    """Out-of-fold evaluation (nested, grouped by document): writes metrics, plots and reports/evaluation.md."""
     def action():
         settings = _params(params)
         if check:
             from pipeline.quality_gate import check_gate
             check_gate(settings)
             return
+        from pipeline import evaluate as stage
+
         metrics = stage.run(settings)
-        typer.echo(f"f_avg {metrics['f_avg']}  macro_f1 {metrics['macro_f1']}  accuracy {metrics['accuracy']}",
+        typer.echo(f"f_avg {metrics['f_avg']}  macro_f1 {metrics['macro_f1']}  accuracy {metrics['accuracy']}  "
+                   f"ece {metrics['ece']}; report in {Path(settings['paths']['reports_dir']) / 'evaluation.md'}",
                    err=True)
 
     _run(action)
@@ -96,23 +98,61 @@ def evaluate(params: Path = ParamsOption,
 @app.command()
 def score(
     paths: List[str] = typer.Argument(..., help="Text/Markdown/HTML files, directories, .jsonl/.csv records, or - for stdin."),
-    format: str = typer.Option("table", "--format", "-f", help="table | json | jsonl | csv | markdown"),
+    format: Optional[str] = typer.Option(None, "--format", "-f", show_default=False,
+                                         help="table | json | jsonl | csv | markdown  [default: from the "
+                                              "--output extension, else table]"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically) instead of stdout."),
+    explain: bool = typer.Option(False, "--explain", help="Show each paragraph's most similar labelled "
+                                 "training paragraphs (label, document, similarity)."),
     params: Path = ParamsOption,
-    precision: Optional[str] = typer.Option(None, help="Embedding precision: auto | fp32 | bf16."),
+    precision: Optional[str] = typer.Option(None, help="Embedding precision: auto | fp32 | bf16  [default: "
+                                            "embedding.precision]; auto = bf16 where the CPU has it natively."),
+    backend: Optional[str] = typer.Option(None, help="Embedding backend: auto | torch | openvino  [default: "
+                                          "embedding.backend]; auto = openvino (fast start) when installed."),
 ) -> None:
-    """Score documents: a stance per paragraph and an overall verdict per document."""
-    from pipeline.output import FORMATS
+    """Score documents: a stance per paragraph and an overall verdict per document.
 
-    if format not in FORMATS:
+    Paragraphs far from everything the model was trained on are flagged out_of_domain (off-topic).
+    Problems with single inputs are reported on stderr and the rest are still scored; the exit
+    code is non-zero only when nothing could be scored.
+    """
+    from pipeline.output import FORMATS, choose_format
+
+    fmt = choose_format(format, output)
+    if fmt not in FORMATS:
         fail(f"unknown --format {format!r} (expected one of {', '.join(FORMATS)})", 2)
     try:
         from pipeline.scoring_run import run_score
 
-        code = run_score(paths, format, output, _params(params), precision=precision)
+        settings = _params(params)
+        if backend is not None:  # the command-line choice overrides params.yaml
+            settings["embedding"] = {**(settings.get("embedding") or {}), "backend": backend}
+        code = run_score(paths, fmt, output, settings, precision=precision, explain=explain)
     except StanceError as exc:
         fail(str(exc))
     raise typer.Exit(code)
+
+
+@app.command()
+def label(
+    annotator: str = typer.Option(..., "--annotator", "-a", envvar="STANCE_ANNOTATOR",
+                                  help="Your name: answers go to <labels_dir>/<annotator>.csv."),
+    order: str = typer.Option("margin", help="margin | entropy (least sure first) | random | document."),
+    guess: bool = typer.Option(True, "--guess/--no-guess", help="Show the model's guess (hide it for independent double labelling)."),
+    embed: bool = typer.Option(True, "--embed/--no-embed", envvar="STANCE_LABEL_EMBED",
+                               help="Embed paragraphs the embed stage has not seen (loads the embedding model)."),
+    params: Path = ParamsOption,
+) -> None:
+    """Label paragraphs one at a time in the terminal, the ones the model is least sure of first."""
+    from pipeline.label_session import run_session
+
+    def action():
+        summary = run_session(_params(params), annotator, order=order, show_guess=guess, embed=embed)
+        typer.echo(f"{summary['saved']} labels saved this session; {summary['path']} has {summary['labelled']} "
+                   f"labels by {annotator}, {summary['remaining']} paragraphs to go. Retrain with `dvc repro`.",
+                   err=True)
+
+    _run(action)
 
 
 @labels_app.command("check")
@@ -122,6 +162,68 @@ def labels_check(params: Path = ParamsOption,
     from pipeline.label_issues import run_check
 
     _run(lambda: run_check(_params(params), limit))
+
+
+@labels_app.command("import")
+def labels_import(
+    file: Path = typer.Argument(..., help="A Label Studio JSON export or a doccano JSONL export."),
+    annotator: str = typer.Option(..., "--annotator", "-a", envvar="STANCE_ANNOTATOR",
+                                  help="Whose labels these are: they go to <labels_dir>/<annotator>.csv."),
+    map: List[str] = typer.Option([], "--map", help='Label name mapping, e.g. --map "Positive=favor" (repeatable; NAME=skip leaves a name out).'),
+    format: str = typer.Option("auto", "--format", help="auto | label-studio | doccano"),
+    replace: bool = typer.Option(False, "--replace", help="Imported labels replace this annotator's different existing ones."),
+    skip_unmatched: bool = typer.Option(False, "--skip-unmatched", help="Leave out records that match no paragraph (instead of failing)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check and report, write nothing."),
+    params: Path = ParamsOption,
+) -> None:
+    """Import labels from Label Studio or doccano (all or nothing)."""
+    from pipeline.label_exchange import import_labels
+
+    def action():
+        s = import_labels(_params(params), file, annotator, map, format, replace, skip_unmatched, dry_run)
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())) or "none"
+        typer.echo(f"{'would write' if s['dry_run'] else 'wrote'} {s['written']} labels to {s['path']} ({counts}; "
+                   f"{s['replaced']} replaced) from a {s['format']} export; {s['unchanged']} already there, "
+                   f"{s['unlabelled']} records without a label, {s['skipped']} mapped to skip, "
+                   f"{s['unmatched']} unmatched left out", err=True)
+
+    _run(action)
+
+
+@labels_app.command("export")
+def labels_export(
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically) instead of stdout."),
+    annotator: Optional[str] = typer.Option(None, "--annotator", "-a",
+                                            help="Paragraphs this annotator has not labelled (default: those nobody has)."),
+    order: str = typer.Option("document", help="document | random | margin | entropy."),
+    limit: Optional[int] = typer.Option(None, help="At most this many tasks."),
+    predictions: bool = typer.Option(False, "--predictions", help="Include the model's guesses as Label Studio predictions."),
+    params: Path = ParamsOption,
+) -> None:
+    """Write unlabelled paragraphs as Label Studio tasks (JSON)."""
+    from pipeline.label_exchange import export_tasks, write_tasks
+
+    def action():
+        tasks = export_tasks(_params(params), annotator, order, limit, predictions)
+        text = write_tasks(tasks, output)
+        if output is None:
+            sys.stdout.write(text)
+        typer.echo(f"exported {len(tasks)} unlabelled paragraphs as Label Studio tasks"
+                   f"{f' to {output}' if output else ''}", err=True)
+
+    _run(action)
+
+
+@labels_app.command("agreement")
+def labels_agreement(
+    limit: int = typer.Option(20, help="Disagreements listed per annotator pair (0 = all)."),
+    disagreements: Optional[Path] = typer.Option(None, "--disagreements", help="Also write every disagreement to this CSV file."),
+    params: Path = ParamsOption,
+) -> None:
+    """Cohen's kappa for each pair of annotators, and the paragraphs they disagree on."""
+    from pipeline.agreement import run_agreement
+
+    _run(lambda: run_agreement(_params(params), limit, disagreements))
 
 
 def main() -> None:  # pragma: no cover

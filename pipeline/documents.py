@@ -1,30 +1,58 @@
 """Reading the inputs of `stance score`: files, directories, stdin, and record files.
 
-A text, Markdown or HTML document is split into paragraphs with the prepare stage's rules
-(HTML first goes through trafilatura, which keeps the article and drops menus, share buttons,
-comments and related-article lists). A `.jsonl` or `.csv` file holds records, one paragraph
-each, with a `text` field and optional `id` and `document` fields; records are not re-split.
+Inputs:  command-line arguments (paths, directories, `-` for stdin).
+Outputs: `Document`s (a name and its paragraphs) and one-line problems for what could not be read.
+Params:  `prepare.min_words` (the same paragraph rules as the training data).
+
+Formats, chosen by extension:
+- plain text (`.txt`, `.text`, and any other or no extension given explicitly): split into
+  paragraphs with the prepare stage's rules (`pipeline.prepare.split_paragraphs`), which drop web
+  boilerplate, bylines, bios, headings and repeats;
+- Markdown (`.md`, `.markdown`): parsed with markdown-it; the text of paragraphs, list items and
+  quotes is kept (links become their text, emphasis and inline HTML markers go), headings, code,
+  images, tables and YAML front matter are dropped; then the prepare rules apply;
+- HTML (`.html`, `.htm`, `.xhtml`, or text that starts like an HTML page): the main article text
+  is extracted with trafilatura, so menus, share buttons, comment sections and related-article
+  lists are never scored; then the prepare rules apply;
+- records (`.jsonl`, `.csv`): one paragraph per record with a `text` field and optional `id` and
+  `document` (or `doc`) fields; records are not re-split, and a record's `document` groups it
+  (default: the file). A bad record is reported and skipped; the others are scored.
+- `-` reads stdin as plain text (or HTML when it looks like a page).
+Directories are searched recursively for the extensions above (hidden files and directories are
+skipped). URLs are refused: this tool never uses the network.
+
+Decoding: UTF-8 (with or without BOM); an HTML page that is not UTF-8 is decoded with the charset
+its `<meta>` tag declares; anything else falls back to Windows-1252 (`pipeline.files.decode_text`);
+bytes that fit none of these, NUL bytes or many control characters are refused as not text.
+Files (and stdin) above `pipeline.files.MAX_TEXT_BYTES` are refused before being read.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import StanceError
-from pipeline.files import decode_text, read_text_file
-from pipeline.prepare import split_paragraphs
+from pipeline.files import MAX_TEXT_BYTES, decode_text
+from pipeline.prepare import DEFAULT_MIN_WORDS, split_paragraphs
 
-TEXT_SUFFIXES = {".txt", ".text", ".md", ".markdown", ".rst", ""}
+TEXT_SUFFIXES = {".txt", ".text"}
+MARKDOWN_SUFFIXES = {".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
-RECORD_SUFFIXES = {".jsonl", ".csv"}
-DOCUMENT_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | RECORD_SUFFIXES - {""}
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+RECORD_SUFFIXES = {".jsonl", ".ndjson", ".csv"}
+DOCUMENT_SUFFIXES = TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | RECORD_SUFFIXES
+STDIN = "-"
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*://|www\.)", re.IGNORECASE)
+_DECLARED_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_:.-]+)"""
+                               rb"""|<\?xml[^>]+encoding\s*=\s*["']([A-Za-z0-9_:.-]+)""", re.IGNORECASE)
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n.*?\n(---|\.\.\.)[ \t]*(\n|\Z)", re.DOTALL)
 
 
 @dataclass
@@ -32,93 +60,236 @@ class Document:
     name: str
     paragraphs: list[str]
     ids: list[str | None] = field(default_factory=list)  # record ids, for record inputs
+    title: str = ""
+    records: bool = False  # True when the paragraphs came from a record file (not re-split)
 
     def __post_init__(self):
         if not self.ids:
             self.ids = [None] * len(self.paragraphs)
 
 
-def html_to_text(html: str, name: str) -> str:
-    """Main article text of an HTML page (trafilatura), paragraphs separated by blank lines."""
-    import trafilatura
+# --- decoding ---------------------------------------------------------------------------------
 
-    text = trafilatura.extract(html, include_comments=False, include_tables=False, favor_precision=True,
-                               deduplicate=True)
-    if not text or not text.strip():
-        raise StanceError(f"{name}: no article text found in the HTML page")
-    return "\n\n".join(line for line in text.splitlines() if line.strip())
+def declared_charset(data: bytes) -> str | None:
+    """The charset an HTML page declares in its first 4 KB (`<meta charset>`, http-equiv or XML)."""
+    match = _DECLARED_CHARSET.search(data[:4096])
+    if not match:
+        return None
+    name = (match.group(1) or match.group(2)).decode("ascii", "ignore")
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
 
+
+def decode_document(data: bytes, name: str, html: bool = False) -> str:
+    """Text of a document's bytes: UTF-8, then (HTML only) the declared charset, then Windows-1252."""
+    if html and b"\x00" not in data[:8192]:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            charset = declared_charset(data)
+            if charset and charset != "utf-8":
+                try:
+                    text = data.decode(charset)
+                except UnicodeDecodeError:
+                    pass
+                else:  # the same binary checks as any other text
+                    return decode_text(text.encode("utf-8"), name)
+    return decode_text(data, name)
+
+
+def read_bytes(path: str) -> bytes:
+    """A file's bytes, refusing missing, special, unreadable and oversized files."""
+    file = Path(path)
+    try:
+        if not file.exists():
+            raise StanceError(f"{path}: no such file or directory")
+        if file.is_dir():
+            raise StanceError(f"{path}: is a directory")
+        if not file.is_file():
+            raise StanceError(f"{path}: not a regular file")
+        size = file.stat().st_size
+        if size > MAX_TEXT_BYTES:
+            raise StanceError(f"{path}: {size / 2**20:.0f} MB is too large to score "
+                              f"(limit {MAX_TEXT_BYTES // 2**20} MB per file)")
+        return file.read_bytes()
+    except OSError as exc:
+        raise StanceError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+
+
+def read_stdin(stream=None) -> bytes:
+    stream = stream if stream is not None else sys.stdin.buffer
+    data = stream.read(MAX_TEXT_BYTES + 1)
+    if len(data) > MAX_TEXT_BYTES:
+        raise StanceError(f"<stdin>: more than {MAX_TEXT_BYTES // 2**20} MB is too large to score")
+    return data
+
+
+# --- formats ----------------------------------------------------------------------------------
 
 def looks_like_html(text: str) -> bool:
     head = text.lstrip()[:1000].lower()
     return head.startswith(("<!doctype html", "<html")) or ("<body" in head and "</" in head)
 
 
-def text_document(name: str, text: str, is_html: bool = False) -> Document:
+def html_to_text(html: str, name: str) -> tuple[str, str]:
+    """(main article text, title) of an HTML page, paragraphs separated by blank lines.
+
+    trafilatura runs in precision mode first (the least boilerplate); a page where that finds
+    nothing gets a second, default-mode pass before being refused."""
+    import trafilatura
+
+    document = None
+    for precision in (True, False):
+        document = trafilatura.bare_extraction(html, include_comments=False, include_tables=False,
+                                               favor_precision=precision, with_metadata=True)
+        if document is not None and (document.text or "").strip():
+            break
+    text = (document.text or "") if document is not None else ""
+    if not text.strip():
+        raise StanceError(f"{name}: no article text found in the HTML page")
+    title = (document.title or "").strip()
+    return "\n\n".join(line for line in text.splitlines() if line.strip()), title
+
+
+def markdown_to_text(markdown: str) -> str:
+    """The prose of a Markdown document: paragraph, list-item and quote text, blocks separated by
+    blank lines; line breaks inside a block are kept so the prepare rules decide on them."""
+    from markdown_it import MarkdownIt
+
+    markdown = _FRONT_MATTER.sub("", markdown)
+    parser = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    tokens = parser.parse(markdown)
+    blocks = []
+    for i, token in enumerate(tokens):
+        if token.type != "inline" or i == 0 or tokens[i - 1].type != "paragraph_open":
+            continue
+        parts = []
+        for child in token.children or []:
+            if child.type in ("text", "code_inline"):
+                parts.append(child.content)
+            elif child.type in ("softbreak", "hardbreak"):
+                parts.append("\n")
+        block = "".join(parts).strip()
+        if block:
+            blocks.append(block)
+    return "\n\n".join(blocks)
+
+
+def text_document(name: str, text: str, kind: str = "text", min_words: int = DEFAULT_MIN_WORDS) -> Document:
+    """A document from its decoded text; kind is text, markdown or html (text is sniffed for HTML)."""
     if not text.strip():
         raise StanceError(f"{name}: empty document")
-    if is_html or looks_like_html(text):
-        text = html_to_text(text, name)
-    paragraphs = split_paragraphs(text)
+    title = ""
+    if kind == "html" or (kind == "text" and looks_like_html(text)):
+        text, title = html_to_text(text, name)
+        kind = "html"
+    elif kind == "markdown":
+        text = markdown_to_text(text)
+    paragraphs = split_paragraphs(text, min_words, title)
     if not paragraphs:
-        raise StanceError(f"{name}: no article paragraphs left after boilerplate removal")
-    return Document(name, paragraphs)
+        where = "in the HTML page" if kind == "html" else "after boilerplate removal"
+        raise StanceError(f"{name}: no article paragraphs left {where}")
+    return Document(name, paragraphs, title=title)
 
 
-def record_documents(name: str, text: str, kind: str) -> list[Document]:
-    """Paragraph records grouped into documents by their `document` field (else the file)."""
-    records = []
-    if kind == ".jsonl":
+def _record_text(record) -> str | None:
+    if not isinstance(record, dict):
+        return None
+    text = record.get("text")
+    return " ".join(text.split()) if isinstance(text, str) and text.strip() else None
+
+
+def record_documents(name: str, text: str, kind: str) -> tuple[list[Document], list[str]]:
+    """Paragraph records grouped into documents by their `document`/`doc` field (else the file),
+    and one problem line per record that could not be used."""
+    problems: list[tuple[int, str]] = []  # (line, message), reported in line order
+    records: list[tuple[int, object]] = []
+    if kind in (".jsonl", ".ndjson"):
         for line_no, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                records.append((line_no, json.loads(line)))
             except json.JSONDecodeError as exc:
-                raise StanceError(f"{name}:{line_no}: invalid JSON ({exc.msg})") from None
-            records.append((line_no, record))
+                problems.append((line_no, f"{name}:{line_no}: invalid JSON ({exc.msg}); record skipped"))
     else:
-        reader = csv.DictReader(io.StringIO(text))
-        records = [(line_no, row) for line_no, row in enumerate(reader, start=2)]
+        try:
+            reader = csv.DictReader(io.StringIO(text))
+            if "text" not in (reader.fieldnames or []):
+                raise StanceError(f"{name}: CSV without a `text` column (columns: {', '.join(reader.fieldnames or [])})")
+            records = [(reader.line_num, row) for row in reader]
+        except csv.Error as exc:
+            raise StanceError(f"{name}: malformed CSV ({exc})") from None
     groups: dict[str, Document] = {}
     for line_no, record in records:
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].strip():
-            raise StanceError(f"{name}:{line_no}: record without a non-empty string `text` field")
-        document = str(record.get("document") or name)
-        doc = groups.setdefault(document, Document(document, [], []))
-        doc.paragraphs.append(" ".join(record["text"].split()))
+        paragraph = _record_text(record)
+        if paragraph is None:
+            problems.append((line_no, f"{name}:{line_no}: record without a non-empty string `text` field; "
+                                      "record skipped"))
+            continue
+        document = str(record.get("document") or record.get("doc") or name)
+        doc = groups.setdefault(document, Document(document, [], [], records=True))
+        doc.paragraphs.append(paragraph)
         doc.ids.append(None if record.get("id") in (None, "") else str(record["id"]))
+    messages = [message for _, message in sorted(problems)]
     if not groups:
-        raise StanceError(f"{name}: no records")
-    return list(groups.values())
+        messages.append(f"{name}: no usable records" if problems else f"{name}: no records")
+    return list(groups.values()), messages
 
 
-def read_input(path: str) -> list[Document]:
-    """Documents of one command-line argument (a file, or `-` for stdin)."""
-    if _URL.match(path):
-        raise StanceError(f"{path}: URLs are not fetched (stance never uses the network); save the page and pass the file")
-    if path == "-":
-        data = sys.stdin.buffer.read()
-        return [text_document("<stdin>", decode_text(data, "<stdin>"))]
-    file = Path(path)
-    suffix = file.suffix.lower()
-    text = read_text_file(file)
+def kind_of(path: str) -> str:
+    suffix = Path(path).suffix.lower()
     if suffix in RECORD_SUFFIXES:
-        return record_documents(path, text, suffix)
-    return [text_document(path, text, is_html=suffix in HTML_SUFFIXES)]
+        return "records"
+    if suffix in HTML_SUFFIXES:
+        return "html"
+    if suffix in MARKDOWN_SUFFIXES:
+        return "markdown"
+    return "text"
+
+
+def read_input(path: str, min_words: int = DEFAULT_MIN_WORDS, stdin=None) -> tuple[list[Document], list[str]]:
+    """Documents of one command-line argument (a file, or `-` for stdin) and problems with some of
+    its records. Raises StanceError when the input as a whole cannot be used."""
+    if _URL.match(path) and not Path(path).exists():
+        raise StanceError(f"{path}: URLs are not fetched (stance never uses the network); save the page "
+                          "from your browser and pass the file")
+    if path == STDIN:
+        data = read_stdin(stdin)
+        html = looks_like_html(data[:2000].decode("ascii", "ignore"))
+        return [text_document("<stdin>", decode_document(data, "<stdin>", html), "html" if html else "text",
+                              min_words)], []
+    kind = kind_of(path)
+    text = decode_document(read_bytes(path), path, html=kind == "html")
+    if kind == "records":
+        if not text.strip():
+            raise StanceError(f"{path}: empty file")
+        return record_documents(path, text, Path(path).suffix.lower())
+    return [text_document(path, text, kind, min_words)], []
 
 
 def expand_paths(paths: list[str]) -> tuple[list[str], list[str]]:
-    """Files to read (directories expanded recursively by extension) and errors for the rest."""
-    files, errors = [], []
+    """Files to read (directories expanded recursively by extension, duplicates removed) and
+    problems for the rest."""
+    files, problems = [], []
     for path in paths:
         p = Path(path)
-        if path != "-" and not _URL.match(path) and p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*")
-                           if f.is_file() and f.suffix.lower() in DOCUMENT_SUFFIXES and not f.name.startswith("."))
+        if path != STDIN and not _URL.match(path) and p.is_dir():
+            found = []
+            for root, dirs, names in os.walk(p, onerror=lambda exc: problems.append(
+                    f"{exc.filename}: cannot read directory ({exc.strerror})")):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found.extend(os.path.join(root, n) for n in sorted(names)
+                             if not n.startswith(".") and Path(n).suffix.lower() in DOCUMENT_SUFFIXES)
             if not found:
-                errors.append(f"{path}: directory has no readable files ({', '.join(sorted(DOCUMENT_SUFFIXES))})")
+                problems.append(f"{path}: directory has no readable files "
+                                f"(looked for {', '.join(sorted(DOCUMENT_SUFFIXES))})")
             files.extend(found)
         else:
             files.append(path)
-    return files, errors
+    unique: dict[str, str] = {}
+    for f in files:  # the first spelling of a file named twice wins
+        unique.setdefault(f if f == STDIN else os.path.normpath(f), f)
+    return list(unique.values()), problems

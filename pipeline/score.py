@@ -1,19 +1,35 @@
 """score: label the paragraphs of new documents with the trained model.
 
-Inputs:  documents (see `pipeline.documents`), `paths.model`, `paths.model_meta`.
-Outputs: per paragraph a label, the three probabilities and an `uncertain` flag; per document a
-         verdict, the share of paragraphs per label and the most decisive paragraphs.
-Params:  `embedding.*`, `score.uncertain_below`, `score.document_min_share`.
+Inputs:  documents (see `pipeline.documents`), `paths.model`, `paths.model_meta`, the reference set
+         (`pipeline.reference`, beside the model).
+Outputs: per paragraph a label, the three probabilities, an `uncertain` flag and an
+         `out_of_domain` flag (plus, with `explain`, the most similar labelled training paragraphs);
+         per document a verdict, the probability mass and share of paragraphs per label, and the
+         most decisive paragraphs.
+Params:  `embedding.*`, `score.uncertain_below`, `score.document_min_share`,
+         `score.out_of_domain_percentile`, `score.explain_neighbours`, `score.decisive_paragraphs`.
 
-Document verdict rule: each paragraph weighs by its length in words; the verdict is favor or
-against, whichever has the larger length-weighted probability mass, provided that mass is at
-least `score.document_min_share` of the document; otherwise the verdict is none. The decisive
-paragraphs are the (up to) three with the largest length-weighted probability of the verdict.
+Paragraph rules: `uncertain` when the top probability is below `score.uncertain_below`.
+`out_of_domain` when the paragraph's nearest labelled training paragraph is less similar than the
+threshold calibrated on the reference set (see `pipeline.reference`); such a paragraph is about
+something the model never saw, so its `label` is `none` whatever the classifier says (its
+probabilities are still reported as computed) and it plays no part in the document verdict.
+Without a reference set (a model trained before it existed) `out_of_domain` is null.
+
+Document verdict rule: each in-domain paragraph weighs by its length in words; `mass` is the
+length-weighted mean probability of each label. The verdict is favor or against, whichever has
+the larger mass, provided that mass is at least `score.document_min_share`; otherwise it is none
+(also when every paragraph is out of domain). The decisive paragraphs are the (up to
+`score.decisive_paragraphs`) in-domain paragraphs with the largest length-weighted probability of
+the verdict, best first. `shares` counts the paragraphs per label (out-of-domain ones as none).
+
+Speed: the paragraphs of all documents go through the encoder together, `CHUNK_PARAGRAPHS` at a
+time, so many short documents cost the same as one long one; the model is loaded once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,8 +37,11 @@ from pipeline import LABELS
 from pipeline.documents import Document
 from pipeline.embed import Embedder, EmbeddingCache, embed_texts
 from pipeline.errors import StanceError
+from pipeline.reference import Reference
 
-CHUNK_PARAGRAPHS = 1024  # paragraphs per encoder call across documents
+CHUNK_PARAGRAPHS = 128  # paragraphs per encoder call, across documents (also the progress step)
+DEFAULTS = {"uncertain_below": 0.5, "document_min_share": 0.25, "out_of_domain_percentile": 2.0,
+            "explain_neighbours": 3, "decisive_paragraphs": 3}
 
 
 @dataclass
@@ -30,18 +49,29 @@ class Scorer:
     estimator: object
     embedder: Embedder
     meta: dict
-    uncertain_below: float = 0.5
-    document_min_share: float = 0.25
+    uncertain_below: float = DEFAULTS["uncertain_below"]
+    document_min_share: float = DEFAULTS["document_min_share"]
+    reference: Reference | None = None
+    ood_threshold: float | None = None
+    explain_neighbours: int = DEFAULTS["explain_neighbours"]
+    decisive_paragraphs: int = DEFAULTS["decisive_paragraphs"]
     cache: EmbeddingCache | None = None
+    chunk: int = CHUNK_PARAGRAPHS
+    notes: list[str] = field(default_factory=list)  # things the user should know (printed on stderr)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return embed_texts(texts, self.embedder, self.cache)
+
+    def classify(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities in LABELS order for each embedding."""
+        raw = self.estimator.predict_proba(X)
+        out = np.zeros((len(X), len(LABELS)))
+        for j, label in enumerate(self.estimator.classes_):
+            out[:, LABELS.index(str(label))] = raw[:, j]
+        return out
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        """Probabilities in LABELS order for each text."""
-        X = embed_texts(texts, self.embedder, self.cache)
-        raw = self.estimator.predict_proba(X)
-        out = np.zeros((len(texts), len(LABELS)))
-        for j, label in enumerate(self.estimator.classes_):
-            out[:, LABELS.index(label)] = raw[:, j]
-        return out
+        return self.classify(self.embed(texts))
 
 
 def check_embedding_identity(meta: dict, identity: str, meta_path: str = "models/model.json") -> None:
@@ -51,66 +81,144 @@ def check_embedding_identity(meta: dict, identity: str, meta_path: str = "models
                           f"embedding model is {identity!r}; run `dvc repro` to retrain")
 
 
-def load_scorer(params: dict, embedder: Embedder | None = None, **overrides) -> Scorer:
-    """The trained model and a matching embedder; refuses an embedding-model mismatch."""
-    import warnings
+def _precision(identity: str) -> str:
+    """The numeric precision of an embedding identity (`model@hash/[backend-]precision`)."""
+    return identity.partition("/")[2].rpartition("-")[2]
 
-    from pipeline.embed import make_embedder
+
+def score_settings(params: dict) -> dict:
+    """The `score:` section with defaults, validated."""
+    settings = {**DEFAULTS, **(params.get("score") or {})}
+    for key in ("uncertain_below", "document_min_share"):
+        value = settings[key]
+        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise StanceError(f"params.yaml: score.{key} must be a number within 0-1, got {value!r}")
+    value = settings["out_of_domain_percentile"]
+    if not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise StanceError(f"params.yaml: score.out_of_domain_percentile must be within 0-100, got {value!r}")
+    for key in ("explain_neighbours", "decisive_paragraphs"):
+        if not isinstance(settings[key], int) or settings[key] < 1:
+            raise StanceError(f"params.yaml: score.{key} must be a positive integer, got {settings[key]!r}")
+    return settings
+
+
+def load_scorer(params: dict, embedder: Embedder | None = None, explain: bool = False, **overrides) -> Scorer:
+    """The trained model, its reference set and a matching embedder; refuses an embedding-model
+    mismatch. `explain` makes a missing reference set an error (otherwise only a note)."""
+    from pipeline import embed
     from pipeline.model_store import load_model
+    from pipeline.reference import load_reference, reference_path
 
+    settings = score_settings(params)
     paths = params["paths"]
     estimator, meta = load_model(paths["model"], paths["model_meta"])
-    embedder = embedder or make_embedder(params, **overrides)
+    embedder = embedder or embed.make_embedder(params, **overrides)
     check_embedding_identity(meta, embedder.identity, paths["model_meta"])
-    trained_precision = meta.get("embedding_model", "").partition("/")[2]
-    current_precision = embedder.identity.partition("/")[2]
+    scorer = Scorer(estimator, embedder, meta, float(settings["uncertain_below"]),
+                    float(settings["document_min_share"]), explain_neighbours=settings["explain_neighbours"],
+                    decisive_paragraphs=settings["decisive_paragraphs"])
+    trained_precision = _precision(meta.get("embedding_model", ""))
+    current_precision = _precision(embedder.identity)
     if trained_precision and current_precision and trained_precision != current_precision:
-        warnings.warn(f"model trained on {trained_precision} embeddings, scoring with {current_precision}", stacklevel=2)
-    settings = params.get("score", {})
-    return Scorer(estimator, embedder, meta, float(settings.get("uncertain_below", 0.5)),
-                  float(settings.get("document_min_share", 0.25)))
+        scorer.notes.append(f"the model was trained on {trained_precision} embeddings and scores with "
+                            f"{current_precision} ones (probabilities may differ slightly)")
+    path = reference_path(paths)
+    recorded = meta.get("reference") or {}
+    if not path.exists() and not explain:
+        scorer.notes.append(f"{path}: no reference set, so out-of-domain detection is off "
+                            "(run `dvc repro` to retrain)")
+        return scorer
+    reference = load_reference(path, recorded.get("sha256"))
+    if reference.identity.split("/")[0] != embedder.identity.split("/")[0]:
+        raise StanceError(f"{path}: reference embeddings come from {reference.identity!r}, not the configured "
+                          f"{embedder.identity!r}; run `dvc repro`")
+    scorer.reference = reference
+    scorer.ood_threshold = reference.threshold(settings["out_of_domain_percentile"])
+    return scorer
 
 
-def document_verdict(paragraphs: list[str], probabilities: np.ndarray, min_share: float) -> dict:
-    weights = np.array([max(len(p.split()), 1) for p in paragraphs], dtype=float)
-    mass = weights @ probabilities / weights.sum()
+def document_verdict(paragraphs: list[str], probabilities: np.ndarray, min_share: float,
+                     in_domain: np.ndarray | None = None, decisive_count: int = 3) -> dict:
+    """The document-level summary (see the module docstring for the rule)."""
+    n = len(paragraphs)
+    in_domain = np.ones(n, dtype=bool) if in_domain is None else np.asarray(in_domain, dtype=bool)
+    weights = np.array([max(len(p.split()), 1) for p in paragraphs], dtype=float) * in_domain
+    if weights.sum() > 0:
+        mass = weights @ probabilities / weights.sum()
+    else:
+        mass = np.zeros(len(LABELS))
     stance_mass = {label: float(mass[LABELS.index(label)]) for label in ("favor", "against")}
     leader = max(stance_mass, key=stance_mass.get)
-    verdict = leader if stance_mass[leader] >= min_share else "none"
-    strength = weights * probabilities[:, LABELS.index(verdict)]
-    decisive = [int(i) for i in np.argsort(-strength, kind="stable")[:3]]
-    labels = [LABELS[i] for i in probabilities.argmax(axis=1)]
+    verdict = leader if weights.sum() > 0 and stance_mass[leader] >= min_share else "none"
+    strength = weights * probabilities[:, LABELS.index(verdict)] if n else np.zeros(0)
+    decisive = [int(i) for i in np.argsort(-strength, kind="stable")[:decisive_count] if weights[i] > 0]
+    labels = [LABELS[int(i)] if ok else "none" for i, ok in zip(probabilities.argmax(axis=1), in_domain)]
     return {
         "verdict": verdict,
         "mass": {label: round(float(m), 4) for label, m in zip(LABELS, mass)},
-        "shares": {label: round(labels.count(label) / len(labels), 4) for label in LABELS},
+        "shares": {label: round(labels.count(label) / n, 4) if n else 0.0 for label in LABELS},
+        "out_of_domain_paragraphs": int(n - in_domain.sum()),
         "decisive": decisive,
     }
 
 
-def score_documents(documents: list[Document], scorer: Scorer, progress=None) -> list[dict]:
-    """Results for each document; paragraphs of all documents go through the encoder in chunks."""
-    flat = [(d, i, text) for d, doc in enumerate(documents) for i, text in enumerate(doc.paragraphs)]
+def _evidence(reference: Reference, indices, similarities) -> list[dict]:
+    return [{"label": reference.labels[i], "document": reference.docs[i], "similarity": round(float(s), 4),
+             "id": reference.ids[i], "text": reference.texts[i]} for i, s in zip(indices, similarities)]
+
+
+def score_documents(documents: list[Document], scorer: Scorer, progress=None, explain: bool = False) -> list[dict]:
+    """Results for each document. `progress(n)` is called after each chunk of n paragraphs."""
+    flat = [text for doc in documents for text in doc.paragraphs]
     if not flat:
         raise StanceError("no paragraphs to score")
+    reference = scorer.reference
+    if explain and reference is None:
+        raise StanceError("--explain needs the reference set saved by `stance train` (run `dvc repro`)")
+    k = scorer.explain_neighbours if explain else 1
     probabilities = np.zeros((len(flat), len(LABELS)))
-    for start in range(0, len(flat), CHUNK_PARAGRAPHS):
-        chunk = flat[start:start + CHUNK_PARAGRAPHS]
-        probabilities[start:start + len(chunk)] = scorer.probabilities([text for _, _, text in chunk])
+    neighbours = np.zeros((len(flat), 0), dtype=int)
+    similarities = np.zeros((len(flat), 0), dtype=np.float32)
+    if reference is not None:
+        k = min(k, len(reference))
+        neighbours = np.zeros((len(flat), k), dtype=int)
+        similarities = np.zeros((len(flat), k), dtype=np.float32)
+    for start in range(0, len(flat), scorer.chunk):
+        texts = flat[start:start + scorer.chunk]
+        X = scorer.embed(texts)
+        probabilities[start:start + len(texts)] = scorer.classify(X)
+        if reference is not None:
+            idx, sims = reference.nearest(X, k)
+            neighbours[start:start + len(texts)] = idx
+            similarities[start:start + len(texts)] = sims
         if progress is not None:
-            progress(len(chunk))
+            progress(len(texts))
+    if reference is not None and k:
+        out_of_domain = similarities[:, 0] < scorer.ood_threshold
+    else:
+        out_of_domain = np.zeros(len(flat), dtype=bool)
     results, offset = [], 0
     for doc in documents:
-        probs = probabilities[offset:offset + len(doc.paragraphs)]
+        rows = slice(offset, offset + len(doc.paragraphs))
         offset += len(doc.paragraphs)
+        probs, ood = probabilities[rows], out_of_domain[rows]
         paragraphs = []
-        for i, (text, pid, p) in enumerate(zip(doc.paragraphs, doc.ids, probs)):
-            record = {"index": i, "label": LABELS[int(p.argmax())],
-                      "probabilities": {label: round(float(v), 4) for label, v in zip(LABELS, p)},
-                      "uncertain": bool(p.max() < scorer.uncertain_below), "text": text}
-            if pid is not None:
-                record = {"id": pid, **record}
+        for i, (text, pid, p, off) in enumerate(zip(doc.paragraphs, doc.ids, probs, ood)):
+            record = {"index": i}
+            if doc.records:
+                record["id"] = pid
+            record.update({
+                "label": "none" if off else LABELS[int(p.argmax())],
+                "probabilities": {label: round(float(v), 4) for label, v in zip(LABELS, p)},
+                "uncertain": bool(p.max() < scorer.uncertain_below),
+                "out_of_domain": bool(off) if reference is not None else None,
+            })
+            if explain:
+                row = rows.start + i
+                record["evidence"] = _evidence(reference, neighbours[row], similarities[row])
+            record["text"] = text
             paragraphs.append(record)
-        results.append({"document": doc.name, **document_verdict(doc.paragraphs, probs, scorer.document_min_share),
-                        "paragraphs": paragraphs})
+        summary = document_verdict(doc.paragraphs, probs, scorer.document_min_share, ~ood, scorer.decisive_paragraphs)
+        head = {"document": doc.name, **({"title": doc.title} if doc.title else {})}
+        results.append({**head, **summary, "paragraphs": paragraphs})
     return results

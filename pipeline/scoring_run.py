@@ -1,57 +1,138 @@
-"""The file-level side of `stance score`: read inputs, score them, write the output.
+"""The file-level side of `stance score`: read inputs, load the model once, score, write the output.
 
-Files that cannot be read are reported on stderr, one line each, and the rest are still scored;
-the exit code is 1 only when nothing could be scored.
+Inputs:  command-line arguments (files, directories, `-`), see `pipeline.documents`.
+Outputs: the rendered results on stdout or, atomically, in `--output FILE`; every message
+         (problems, notes, progress) goes to stderr, so machine formats keep stdout clean.
+Params:  `prepare.min_words`, `score.*`, `embedding.*` (through `pipeline.score.load_scorer`).
+
+Each input that cannot be read is reported on stderr in one line, and the rest are still
+scored. Exit code: 0 when at least one document was scored (even if others were refused); 1
+(StanceError "nothing could be scored") when none was. Progress bars (rich) appear on stderr
+only when it is a terminal and the run is long.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.documents import expand_paths, read_input
+from pipeline.documents import Document, expand_paths, read_input
 from pipeline.errors import StanceError
 from pipeline.files import write_text_atomic
 from pipeline.output import render
 
-
-def _progress(total: int):
-    """A rich progress bar on stderr for long runs on a terminal; None otherwise."""
-    if total < 200 or not sys.stderr.isatty():
-        return None, None
-    from rich.console import Console
-    from rich.progress import Progress
-
-    progress = Progress(console=Console(stderr=True), transient=True)
-    task = progress.add_task("scoring paragraphs", total=total)
-    progress.start()
-    return progress, lambda n: progress.advance(task, n)
+PROGRESS_MIN_PARAGRAPHS = 200  # shorter runs finish before a bar is worth drawing
+PROGRESS_MIN_FILES = 20
 
 
-def run_score(paths: list[str], fmt: str, output: Path | None, params: dict, precision: str | None = None,
-              scorer=None) -> int:
-    from pipeline.score import load_scorer, score_documents
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
-    files, errors = expand_paths(paths)
+
+class _Progress:
+    """A rich progress bar on stderr when it is a terminal; a no-op otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self.started = False
+
+    def _add(self, description: str, total: int | None):
+        if not self.started:  # drawn only once there is something to show
+            self.bar.start()
+            self.started = True
+        return self.bar.add_task(description, total=total)
+
+    def task(self, description: str, total: int, show: bool = True):
+        if self.bar is None or not show:
+            return None
+        task = self._add(description, total)
+        return lambda n=1: self.bar.advance(task, n)
+
+    def status(self, description: str):
+        return None if self.bar is None else self._add(description, None)
+
+    def done(self, task) -> None:
+        if self.bar is not None and task is not None:
+            self.bar.remove_task(task)
+
+    def stop(self) -> None:
+        if self.bar is not None and self.started:
+            self.bar.stop()
+
+
+@contextmanager
+def progress_on_stderr(enabled: bool | None = None):
+    progress = _Progress(sys.stderr.isatty() if enabled is None else enabled)
+    try:
+        yield progress
+    finally:
+        progress.stop()
+
+
+def read_documents(paths: list[str], min_words: int, progress: _Progress | None = None) -> tuple[list[Document], int]:
+    """Documents of all arguments; problems are printed on stderr as they are found.
+    Returns (documents, number of problems)."""
+    files, problems = expand_paths(paths)
+    for message in problems:
+        say(f"error: {message}")
+    advance = progress.task("reading", len(files), show=len(files) >= PROGRESS_MIN_FILES) if progress else None
     documents = []
     for path in files:
         try:
-            documents.extend(read_input(path))
+            docs, record_problems = read_input(path, min_words)
         except StanceError as exc:
-            errors.append(str(exc))
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
-    if not documents:
-        raise StanceError("nothing could be scored")
-    scorer = scorer or load_scorer(params, precision=precision)
-    progress, advance = _progress(sum(len(d.paragraphs) for d in documents))
-    try:
-        results = score_documents(documents, scorer, advance)
-    finally:
-        if progress is not None:
-            progress.stop()
+            docs, record_problems = [], [str(exc)]
+        documents.extend(docs)
+        problems.extend(record_problems)
+        for message in record_problems:
+            say(f"error: {message}")
+        if advance:
+            advance()
+    return documents, len(problems)
+
+
+def run_score(paths: list[str], fmt: str, output: Path | None, params: dict, precision: str | None = None,
+              scorer=None, explain: bool = False, progress: bool | None = None) -> int:
+    """Score `paths` and write the results; returns the exit code (raises StanceError when nothing
+    could be scored). `scorer` replaces the trained model (tests); `progress` forces bars on/off."""
+    from pipeline.score import load_scorer, score_documents
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no tqdm bars while the model loads
+    min_words = int((params.get("prepare") or {}).get("min_words", 4))
+    with progress_on_stderr(progress) as bars:
+        documents, problems = read_documents(paths, min_words, bars)
+        if not documents:
+            raise StanceError("nothing could be scored" + (f" ({problems} input problem(s) above)" if problems else ""))
+        if scorer is None:
+            loading = bars.status("loading the model")
+            scorer = load_scorer(params, explain=explain, precision=precision)
+            bars.done(loading)
+        for note in scorer.notes:
+            say(f"note: {note}")
+        total = sum(len(d.paragraphs) for d in documents)
+        advance = bars.task("scoring paragraphs", total, show=total >= PROGRESS_MIN_PARAGRAPHS)
+        results = score_documents(documents, scorer, advance, explain=explain)
     if output is not None:
-        write_text_atomic(output, render(results, fmt, color=False))
+        try:
+            write_text_atomic(output, render(results, fmt, color=False, uncertain_below=scorer.uncertain_below))
+        except OSError as exc:
+            raise StanceError(f"{output}: cannot write ({exc.strerror or type(exc).__name__})") from None
+        say(f"wrote {output} ({len(results)} documents, {total} paragraphs)")
     else:
-        sys.stdout.write(render(results, fmt, color=fmt == "table" and sys.stdout.isatty()))
+        tty = sys.stdout.isatty()
+        color = fmt == "table" and tty and not os.environ.get("NO_COLOR")
+        width = shutil.get_terminal_size((80, 24)).columns if tty else 80
+        sys.stdout.write(render(results, fmt, color=color, width=width, uncertain_below=scorer.uncertain_below))
+        sys.stdout.flush()
+    if problems:
+        say(f"scored {len(results)} documents; {problems} input problem(s) reported above")
     return 0

@@ -87,9 +87,17 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -
 
 
 def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_params: dict, seed: int):
-    """Grid search with grouped CV, refit on all rows. Returns (estimator, cv summary)."""
+    """Grid search with grouped CV, refit on all rows. Returns (estimator, cv summary).
+
+    With `train.calibration` sigmoid or isotonic, the winner is wrapped in CalibratedClassifierCV
+    whose calibration folds are the same document-grouped folds (default none: no recalibration).
+    """
     from sklearn.model_selection import GridSearchCV
 
+    calibration = str(train_params.get("calibration") or "none").lower()
+    if calibration not in ("none", "sigmoid", "isotonic"):
+        raise StanceError(f"params.yaml: unknown train.calibration {calibration!r} "
+                          "(expected none, sigmoid or isotonic)")
     estimator = build_classifier(train_params.get("classifier", "logistic_regression"),
                                  train_params.get("classifier_params"), seed)
     folds = grouped_folds(y, groups, int(train_params.get("cv_folds", 5)), seed)
@@ -97,7 +105,10 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
     metric = train_params.get("selection_metric", "f_avg")
     search = GridSearchCV(estimator, grid or {}, scoring=scorer(metric), cv=folds, refit=True, n_jobs=1,
                           error_score="raise")
-    search.fit(X, y)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):  # many small fits: BLAS threads only contend (10x slower on a busy CPU)
+        search.fit(X, y)
     summary = {
         "selection_metric": metric,
         "best_params": {k: _plain(v) for k, v in search.best_params_.items()},
@@ -105,8 +116,17 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
         "folds": len(folds),
         "candidates": [{"params": {k: _plain(v) for k, v in p.items()}, "mean_score": round(float(s), 4)}
                        for p, s in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"])],
+        "calibration": calibration,
     }
-    return search.best_estimator_, summary
+    if calibration == "none":
+        return search.best_estimator_, summary
+    from sklearn.base import clone
+    from sklearn.calibration import CalibratedClassifierCV
+
+    calibrated = CalibratedClassifierCV(clone(search.best_estimator_), method=calibration, cv=folds)
+    with threadpool_limits(limits=1):
+        calibrated.fit(X, y)
+    return calibrated, summary
 
 
 def _plain(value):
@@ -155,5 +175,11 @@ def run(params: dict) -> dict:
                           "label_counts": dict(sorted(Counter(y.tolist()).items()))},
         "cv": summary,
     }
+    # The labelled paragraphs with their embeddings: evidence for `stance score --explain` and the
+    # calibration of out-of-domain detection (see pipeline.reference). Written first, so the model
+    # metadata can record its sha256.
+    from pipeline.reference import build_reference, reference_path, save_reference
+
+    meta["reference"] = save_reference(build_reference(rows, X, y, identity), reference_path(params["paths"]))
     save_model(estimator, meta, params["paths"]["model"], params["paths"]["model_meta"])
     return meta

@@ -1,0 +1,420 @@
+"""The performance benchmark: one command, one run, every number the README quotes.
+
+    .venv/bin/python benchmarks/run.py            # full run, about 15-25 minutes on 2 cores
+    .venv/bin/python benchmarks/run.py --quick    # a smoke run with small numbers
+
+Measures, on a generated corpus of realistic op-ed paragraphs (benchmarks/corpus.py):
+  1. raw `encode` throughput of every precision/backend (torch/openvino x fp32/bf16) and each
+     path's cosine to PyTorch fp32;
+  2. the default path's throughput for several batch sizes (texts sorted by length);
+  3. grouped-CV f_avg on the real labelled corpus with fp32 and with the default path;
+  4. retraining (prepare, embed, train, evaluate) from scratch and after adding 10 labelled
+     paragraphs, in a temporary copy of the project (never in the project's own data/);
+  5. end-to-end `stance score` throughput over 100 documents of the same paragraphs, and its
+     ratio to raw encode throughput of the same path;
+  6. cold start of `stance score` on one short document, and `stance --help`.
+Prints a Markdown table and writes reports/benchmark.json.
+
+Timings are wall-clock, repeated (--repeats) with the best kept: other work on the machine only
+ever makes a run slower, so the best repeat is the closest estimate of what the hardware does.
+Measurements are interleaved across paths, and the load average is recorded at each step.
+The OpenVINO export is shared with the project (`embedding.export_dir`) and made first if
+missing; its one-time cost is reported separately (from its manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import corpus  # noqa: E402  (benchmarks/corpus.py)
+
+from pipeline import embed  # noqa: E402
+from pipeline.fast_encoder import exportable  # noqa: E402
+from pipeline.files import load_params, write_json_atomic  # noqa: E402
+
+STANCE = str(Path(sys.executable).parent / "stance")
+PATHS = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
+HEAVY = ("torch", "sentence_transformers", "transformers", "sklearn", "joblib", "datasets")
+SHORT_DOCUMENT = ("China and the United States must keep working together on North Korea, because sanctions "
+                  "only bite when Beijing enforces them at the border.\n\n"
+                  "The talks in Beijing ended on Tuesday without a joint statement.\n")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {message}", file=sys.stderr, flush=True)
+
+
+# -- machine --------------------------------------------------------------------------------
+def machine() -> dict:
+    info = {"cores": os.cpu_count(), "python": platform.python_version()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key in ("model name", "cpu family", "model", "stepping") and key not in info:
+            info[key] = value
+        if key == "flags" and "flags" not in info:
+            present = set(value.split())
+            info["flags"] = {f: f in present for f in ("avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                                                        "amx_bf16", "amx_int8", "hypervisor")}
+    info["native_bf16 (AMX)"] = embed.cpu_has_native_bf16()
+    from pipeline.model_store import library_versions
+
+    info["versions"] = library_versions()
+    return info
+
+
+def best_of(repeats: int, action) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def run_command(args: list[str], cwd: Path, check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
+    started = time.perf_counter()
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if check and result.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed in {cwd}:\n{result.stderr[-2000:]}")
+    return elapsed, result
+
+
+# -- 1 + 2: raw encode ------------------------------------------------------------------------
+def token_stats(texts: list[str]) -> dict:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(embed.resolve_model("default")) / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    lengths = np.array([len(e.ids) for e in tokenizer.encode_batch(texts)])
+    return {"paragraphs": len(texts), "mean_tokens": round(float(lengths.mean()), 1),
+            "median_tokens": int(np.median(lengths)), "p95_tokens": int(np.percentile(lengths, 95)),
+            "max_tokens": int(lengths.max())}
+
+
+def make(params: dict, backend: str, precision: str, batch_size: int | None = None):
+    overrides = {"backend": backend, "precision": precision}
+    if batch_size:
+        overrides["batch_size"] = batch_size
+    return embed.make_embedder(params, **overrides)
+
+
+def raw_throughput(params: dict, texts: list[str], repeats: int) -> tuple[list[dict], dict]:
+    embedders = {}
+    for backend, precision in PATHS:
+        if backend == "openvino" and not exportable(params["embedding"].get("model") or "default"):
+            continue
+        # PyTorch rows use batch 32 (the sentence-transformers default, the baseline); OpenVINO rows
+        # use embedding.batch_size, the value the sweep below supports.
+        embedders[(backend, precision)] = make(params, backend, precision, 32 if backend == "torch" else None)
+        embedders[(backend, precision)].encode(texts[:16])  # load and warm up
+    best = {key: float("inf") for key in embedders}
+    vectors = {}
+    for repeat in range(repeats):
+        for key, embedder in embedders.items():
+            started = time.perf_counter()
+            vectors[key] = embedder.encode(texts)
+            best[key] = min(best[key], time.perf_counter() - started)
+            log(f"raw encode {key[0]}-{key[1]} repeat {repeat + 1}: {len(texts) / best[key]:.1f} p/s (best so far)")
+    reference = vectors[("torch", "fp32")]
+    from pipeline.fast_encoder import cosines
+
+    rows = []
+    for (backend, precision), seconds in best.items():
+        cos = cosines(vectors[(backend, precision)], reference)
+        rows.append({"backend": backend, "precision": precision, "identity": embedders[(backend, precision)].identity,
+                     "batch_size": embedders[(backend, precision)].batch_size,
+                     "paragraphs_per_s": round(len(texts) / seconds, 1),
+                     "speedup_vs_torch_fp32": round(best[("torch", "fp32")] / seconds, 2),
+                     "cosine_to_fp32_min": round(float(cos.min()), 6), "cosine_to_fp32_mean": round(float(cos.mean()), 6)})
+    return rows, embedders
+
+
+def batch_sweep(params: dict, backend: str, precision: str, texts: list[str], repeats: int, sizes) -> list[dict]:
+    embedders = {size: make(params, backend, precision, size) for size in sizes}
+    for embedder in embedders.values():
+        embedder.encode(texts[:8])
+    best = {size: float("inf") for size in sizes}
+    for repeat in range(repeats):
+        for size, embedder in embedders.items():
+            best[size] = min(best[size], best_of(1, lambda: embedder.encode(texts)))
+        log(f"batch sweep repeat {repeat + 1}: " + ", ".join(f"{s}: {len(texts) / best[s]:.0f}" for s in sizes))
+    return [{"batch_size": size, "paragraphs_per_s": round(len(texts) / best[size], 1)} for size in sizes]
+
+
+# -- 3: f_avg on the real corpus --------------------------------------------------------------
+def f_avg_comparison(params: dict, embedders: dict, default_key: tuple[str, str]) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    from pipeline.evaluate import compute_metrics, oof_probabilities, predicted_labels
+    from pipeline.fast_encoder import cosines
+    from pipeline.files import read_jsonl
+    from pipeline.labels import load_labels, resolve_labels
+
+    paragraphs = ROOT / params["paths"]["paragraphs"]
+    labels_dir = ROOT / params["paths"]["labels_dir"]
+    if not paragraphs.exists():
+        return {"skipped": f"{paragraphs} not found (run `dvc repro` in the project first)"}
+    records = read_jsonl(paragraphs)
+    labels = resolve_labels(load_labels(labels_dir, {r["id"] for r in records}), params["labels"].get("priority"))
+    rows = [r for r in records if r["id"] in labels]
+    y = np.array([labels[r["id"]] for r in rows])
+    groups = np.array([r["doc"] for r in rows])
+    texts = [r["text"] for r in rows]
+    out = {"paragraphs": len(rows), "documents": len(set(groups.tolist())), "f_avg": {}}
+    matrices = {}
+    for key in dict.fromkeys([("torch", "fp32"), default_key]):
+        name = f"{key[0]}-{key[1]}"
+        matrices[key] = embedders[key].encode(texts)
+        with threadpool_limits(limits=1):
+            probabilities = oof_probabilities(matrices[key], y, groups, params["train"], int(params["seed"]))
+        out["f_avg"][name] = compute_metrics(y, predicted_labels(probabilities))["f_avg"]
+        log(f"grouped-CV f_avg with {name}: {out['f_avg'][name]}")
+    cos = cosines(matrices[default_key], matrices[("torch", "fp32")])
+    out["default_path"] = f"{default_key[0]}-{default_key[1]}"
+    out["cosine_default_to_fp32_min"] = round(float(cos.min()), 6)
+    out["cosine_default_to_fp32_mean"] = round(float(cos.mean()), 6)
+    out["f_avg_difference"] = round(abs(out["f_avg"][out["default_path"]] - out["f_avg"]["torch-fp32"]), 4)
+    return out
+
+
+# -- 4: retraining in a temporary copy ---------------------------------------------------------
+def temporary_project(params: dict) -> Path:
+    work = Path(tempfile.mkdtemp(prefix="stance-bench-"))
+    (work / "data").mkdir()
+    shutil.copytree(ROOT / params["paths"]["raw_dir"], work / "data" / "raw")
+    shutil.copytree(ROOT / params["paths"]["labels_dir"], work / "data" / "labels")
+    local = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    export_dir = Path(local["embedding"].get("export_dir") or ".cache/openvino")
+    local["embedding"]["export_dir"] = str(export_dir if export_dir.is_absolute() else ROOT / export_dir)
+    (work / "params.yaml").write_text(yaml.safe_dump(local, sort_keys=False), encoding="utf-8")
+    return work
+
+
+STAGES = ("prepare", "embed", "train", "evaluate")
+
+
+def run_stages(work: Path) -> dict:
+    times = {}
+    for stage in STAGES:
+        times[stage] = round(run_command([STANCE, stage], work)[0], 2)
+        log(f"  stance {stage}: {times[stage]} s")
+    times["total"] = round(sum(times[s] for s in STAGES), 2)
+    times["total_without_evaluate"] = round(times["total"] - times["evaluate"], 2)
+    return times
+
+
+def cached_vectors(cache_root: Path) -> int:
+    count = 0
+    for shard in cache_root.rglob("*.npz"):
+        with np.load(shard) as data:
+            count += len(data["hashes"])
+    return count
+
+
+def add_labelled_document(work: Path, params: dict, texts: list[str]) -> None:
+    slug = "benchmark-added-document"
+    (work / params["paths"]["raw_dir"] / f"{slug}.txt").write_text("\n\n".join(texts) + "\n", encoding="utf-8")
+    with open(work / params["paths"]["sources"], "a", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerow([slug, "Benchmark addition", "Benchmark", "Benchmark", "2024-01-01", "2024",
+                                     "authored", "op-ed", "benchmark"])
+    run_command([STANCE, "prepare"], work)
+    from pipeline.files import read_jsonl
+
+    ids = [r["id"] for r in read_jsonl(work / params["paths"]["paragraphs"]) if r["doc"] == slug]
+    if len(ids) != len(texts):
+        raise SystemExit(f"prepare kept {len(ids)} of the {len(texts)} added paragraphs")
+    with open(work / params["paths"]["labels_dir"] / "benchmark.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["paragraph_id", "label", "annotator", "note"])
+        for i, pid in enumerate(ids):
+            writer.writerow([pid, ("favor", "against", "none")[i % 3], "benchmark", "added by benchmarks/run.py"])
+
+
+def retraining(work: Path, params: dict, new_texts: list[str]) -> dict:
+    log("retraining from scratch (empty embedding cache) ...")
+    scratch = run_stages(work)
+    cache = work / params["paths"]["embedding_cache"]
+    before = cached_vectors(cache)
+    add_labelled_document(work, params, new_texts)
+    log("retraining after adding 10 labelled paragraphs ...")
+    incremental = run_stages(work)
+    return {"from_scratch_s": scratch, "after_10_new_labels_s": incremental,
+            "paragraphs_encoded_from_scratch": before,
+            "paragraphs_encoded_incrementally": cached_vectors(cache) - before,
+            "ratio_total": round(incremental["total"] / scratch["total"], 3),
+            "ratio_without_evaluate": round(incremental["total_without_evaluate"] / scratch["total_without_evaluate"], 3),
+            "ratio_embed_stage": round(incremental["embed"] / scratch["embed"], 3)}
+
+
+# -- 5 + 6: scoring from the shell --------------------------------------------------------------
+def end_to_end(work: Path, params: dict, texts: list[str], n_docs: int, repeats: int) -> dict:
+    """`stance score` on `texts` spread over `n_docs` files, from the shell, against raw encode of
+    the same texts with the same (default) path; the two alternate so both see the same noise."""
+    documents = work / "bench-documents"
+    documents.mkdir()
+    for i, paragraphs in enumerate(corpus.documents(texts, n_docs)):
+        (documents / f"oped-{i:03d}.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    encoder = embed.make_embedder(params)
+    encoder.encode(texts[:16])
+    raw, e2e, ratios, scored = float("inf"), float("inf"), [], 0
+    for repeat in range(repeats):
+        started = time.perf_counter()
+        encoder.encode(texts)
+        raw_once = time.perf_counter() - started
+        elapsed, _ = run_command([STANCE, "score", str(documents), "--format", "jsonl", "-o", "scores.jsonl"], work)
+        scored = sum(1 for line in (work / "scores.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
+        raw, e2e = min(raw, raw_once), min(e2e, elapsed)
+        ratios.append(raw_once / elapsed * scored / len(texts))
+        log(f"repeat {repeat + 1}: raw encode {len(texts) / raw_once:.1f} p/s, stance score {scored / elapsed:.1f} p/s "
+            f"({scored} paragraphs, {elapsed:.2f} s)")
+    if scored != len(texts):
+        raise SystemExit(f"stance score scored {scored} paragraphs, expected {len(texts)}")
+    return {"documents": n_docs, "paragraphs": scored, "path": encoder.identity, "batch_size": encoder.batch_size,
+            "seconds": round(e2e, 2), "paragraphs_per_s": round(scored / e2e, 1),
+            "raw_encode_paragraphs_per_s": round(len(texts) / raw, 1),
+            "ratio": round((scored / e2e) / (len(texts) / raw), 3),
+            "ratio_per_repeat_median": round(float(np.median(ratios)), 3)}
+
+
+def cold_start(work: Path, repeats: int) -> dict:
+    (work / "one-short-oped.txt").write_text(SHORT_DOCUMENT, encoding="utf-8")
+    args = [STANCE, "score", "one-short-oped.txt"]
+    run_command(args, work)  # first use: compiled-model cache, page cache
+    times = [run_command(args, work)[0] for _ in range(repeats)]
+    _, traced = run_command([sys.executable, "-X", "importtime", "-m", "pipeline.cli", "score", "one-short-oped.txt"], work)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in traced.stderr.splitlines() if line.startswith("import time:")}
+    heavy = sorted(name for name in HEAVY if name in imported)
+    help_times = [run_command([STANCE, "--help"], work)[0] for _ in range(repeats)]
+    return {"score_one_document_s_best": round(min(times), 3), "score_one_document_s_median": round(float(np.median(times)), 3),
+            "heavy_imports_on_that_path": heavy,
+            "help_s_best": round(min(help_times), 3), "help_s_median": round(float(np.median(help_times)), 3)}
+
+
+# -- report ---------------------------------------------------------------------------------------
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"Processor: {m.get('model name', '?')} (family {m.get('cpu family')}, model {m.get('model')}), "
+             f"{m['cores']} cores; AVX-512 BF16 {'yes' if m['flags'].get('avx512_bf16') else 'no'}, "
+             f"AMX {'yes' if m['flags'].get('amx_bf16') else 'no'}. Corpus: {report['corpus']['paragraphs']} generated "
+             f"paragraphs, mean {report['corpus']['mean_tokens']} tokens. Best of {report['repeats']} repeats.", "",
+             "| path | batch | paragraphs/s | × PyTorch fp32 | cosine to fp32 (min) |", "|---|---|---|---|---|"]
+    default = report["default_path"]
+    for row in report["raw_encode"]:
+        name = f"{row['backend']} {row['precision']}" + (" **(default here)**" if f"{row['backend']}-{row['precision']}" == default else "")
+        lines.append(f"| {name} | {row['batch_size']} | {row['paragraphs_per_s']} | {row['speedup_vs_torch_fp32']} | {row['cosine_to_fp32_min']} |")
+    lines += ["", "| measurement | value |", "|---|---|"]
+    sweep = ", ".join(f"{r['batch_size']}: {r['paragraphs_per_s']}" for r in report["batch_sweep"])
+    lines.append(f"| default path, paragraphs/s by batch size | {sweep} |")
+    f = report["f_avg"]
+    if "skipped" not in f:
+        lines.append(f"| grouped-CV f_avg, PyTorch fp32 vs default ({f['paragraphs']} labelled paragraphs) | "
+                     f"{f['f_avg']['torch-fp32']} vs {f['f_avg'][default]} "
+                     f"(difference {f['f_avg_difference']}; min cosine {f['cosine_default_to_fp32_min']}) |")
+    e = report["end_to_end"]
+    lines.append(f"| `stance score`, {e['documents']} documents / {e['paragraphs']} paragraphs, from the shell | "
+                 f"{e['seconds']} s = {e['paragraphs_per_s']} paragraphs/s; raw encode of the same paragraphs "
+                 f"{e['raw_encode_paragraphs_per_s']} p/s; ratio {e['ratio']} (median per repeat {e['ratio_per_repeat_median']}) |")
+    c = report["cold_start"]
+    lines.append(f"| `stance score` one short document, from the shell | {c['score_one_document_s_best']} s best, "
+                 f"{c['score_one_document_s_median']} s median; heavy imports: {', '.join(c['heavy_imports_on_that_path']) or 'none'} |")
+    lines.append(f"| `stance --help` | {c['help_s_best']} s best, {c['help_s_median']} s median |")
+    r = report["retraining"]
+    if r:
+        s, i = r["from_scratch_s"], r["after_10_new_labels_s"]
+        lines.append(f"| retrain from scratch: prepare / embed / train / evaluate | {s['prepare']} / {s['embed']} / "
+                     f"{s['train']} / {s['evaluate']} s = {s['total']} s ({r['paragraphs_encoded_from_scratch']} paragraphs encoded) |")
+        lines.append(f"| retrain after adding 10 labelled paragraphs | {i['prepare']} / {i['embed']} / {i['train']} / "
+                     f"{i['evaluate']} s = {i['total']} s ({r['paragraphs_encoded_incrementally']} paragraphs encoded) |")
+        lines.append(f"| incremental / from scratch | embed stage {r['ratio_embed_stage']}, without evaluate "
+                     f"{r['ratio_without_evaluate']}, all stages {r['ratio_total']} |")
+    if report.get("export"):
+        x = report["export"]
+        lines.append(f"| one-time OpenVINO export (made on first use, cached) | {x.get('export_seconds')} s; agreement "
+                     f"min cosine {x.get('agreement_min_cosine')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--paragraphs", type=int, default=1000, help="generated paragraphs (default 1000)")
+    parser.add_argument("--documents", type=int, default=100, help="documents for the end-to-end run (default 100)")
+    parser.add_argument("--e2e-paragraphs", type=int, default=2000,
+                        help="paragraphs spread over those documents (default 2000, 20 per op-ed)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats per timing; the best is kept (default 3)")
+    parser.add_argument("--batch-sizes", default="4,8,16,32,64", help="batch sizes to sweep on the default path")
+    parser.add_argument("--quick", action="store_true", help="small smoke run (200 paragraphs, 1 repeat)")
+    parser.add_argument("--skip-retraining", action="store_true", help="skip the (slow) evaluate-heavy retraining runs")
+    parser.add_argument("--output", type=Path, default=ROOT / "reports" / "benchmark.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.paragraphs, args.repeats, args.documents, args.batch_sizes, args.e2e_paragraphs = 200, 1, 20, "16,64", 200
+    os.chdir(ROOT)
+    params = load_params(ROOT / "params.yaml")
+    texts = corpus.generate(args.paragraphs)
+    report = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_average_at_start": list(os.getloadavg()),
+              "repeats": args.repeats, "machine": machine(), "corpus": token_stats(texts)}
+    default = embed.make_embedder(params)
+    default_key = (default.backend, default.precision)
+    report["default_path"] = f"{default_key[0]}-{default_key[1]}"
+    report["batch_size"] = int(params["embedding"].get("batch_size", 32))
+    log(f"default path: {report['default_path']} ({default.identity}); preparing the export if needed")
+    default.encode(texts[:2])
+    if getattr(default, "export_path", None):
+        manifest = json.loads((default.export_path / "manifest.json").read_text(encoding="utf-8"))
+        report["export"] = {k: manifest.get(k) for k in ("export_seconds", "agreement_min_cosine", "agreement_floor", "openvino")}
+
+    report["raw_encode"], embedders = raw_throughput(params, texts, args.repeats)
+    sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
+    report["batch_sweep"] = batch_sweep(params, *default_key, texts[: max(len(texts) // 2, 64)], args.repeats, sizes)
+    report["f_avg"] = f_avg_comparison(params, embedders, default_key)
+    del embedders
+
+    work = temporary_project(params)
+    try:
+        new_texts = corpus.generate(10, seed=7)
+        if args.skip_retraining:
+            log("setting up the temporary project without timing retraining ...")
+            run_stages(work)
+            report["retraining"] = {}
+        else:
+            report["retraining"] = retraining(work, params, new_texts)
+        report["end_to_end"] = end_to_end(work, params, corpus.generate(args.e2e_paragraphs, seed=11), args.documents,
+                                          args.repeats)
+        report["cold_start"] = cold_start(work, max(args.repeats, 5))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report["load_average_at_end"] = list(os.getloadavg())
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    report["markdown"] = markdown(report)
+    write_json_atomic(args.output, report)
+    print(report["markdown"])
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

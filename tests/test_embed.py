@@ -1,0 +1,163 @@
+"""The embed stage: the cache (only new paragraphs are encoded), precision and backend resolution."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import embed, fast_encoder
+from pipeline.embed import EmbeddingCache, SentenceTransformerEmbedder, embed_texts, make_embedder
+from pipeline.errors import StanceError
+from pipeline.files import read_jsonl
+
+# -- the cache ------------------------------------------------------------------------------
+
+
+def test_only_texts_missing_from_the_cache_reach_the_encoder(tmp_path, fake_embedder):
+    cache = EmbeddingCache(tmp_path, fake_embedder.identity)
+    first = embed_texts(["alpha beta", "gamma delta", "alpha beta"], fake_embedder, cache)
+    assert fake_embedder.calls == [2]  # the repeat is encoded once
+    again = embed_texts(["gamma delta", "epsilon", "alpha beta"], fake_embedder, EmbeddingCache(tmp_path, fake_embedder.identity))
+    assert fake_embedder.calls == [2, 1]  # a fresh cache object reads the shards from disk
+    np.testing.assert_array_equal(again[2], first[0])
+    np.testing.assert_array_equal(again[0], first[1])
+
+
+def test_the_cache_is_keyed_by_identity(tmp_path, fake_embedder):
+    embed_texts(["alpha beta"], fake_embedder, EmbeddingCache(tmp_path, "model@1/fp32"))
+    embed_texts(["alpha beta"], fake_embedder, EmbeddingCache(tmp_path, "model@1/openvino-fp32"))
+    embed_texts(["alpha beta"], fake_embedder, EmbeddingCache(tmp_path, "model@1/fp32"))
+    assert fake_embedder.calls == [1, 1]
+
+
+def test_a_damaged_shard_is_only_a_cache_miss(tmp_path, fake_embedder):
+    cache = EmbeddingCache(tmp_path, fake_embedder.identity)
+    embed_texts(["alpha beta"], fake_embedder, cache)
+    for shard in cache.dir.glob("*.npz"):
+        shard.write_bytes(b"not an npz")
+    vectors = embed_texts(["alpha beta"], fake_embedder, EmbeddingCache(tmp_path, fake_embedder.identity))
+    assert fake_embedder.calls == [1, 1] and vectors.shape == (1, 64)
+
+
+def test_rerunning_the_stage_after_adding_a_document_embeds_only_its_paragraphs(project, fake_embedder):
+    from pipeline import prepare
+
+    prepare.run(project)
+    embed.run(project, embedder=fake_embedder)
+    assert sum(fake_embedder.calls) == 24
+    with open(project["paths"]["sources"], "a", encoding="utf-8") as handle:
+        handle.write("new-doc,New,Someone,Test,2021-01-01,2021,authored,op-ed,test\n")
+    (Path(project["paths"]["raw_dir"]) / "new-doc.txt").write_text(
+        "A brand new paragraph about joint sanctions enforcement on the peninsula.\n\n"
+        "Another new paragraph saying the rivalry makes cooperation impossible now.\n", encoding="utf-8")
+    prepare.run(project)
+    path = embed.run(project, embedder=fake_embedder)
+    assert fake_embedder.calls[1:] == [2]
+    rows, matrix, identity = embed.load_embeddings(path)
+    assert len(rows) == len(read_jsonl(project["paths"]["paragraphs"])) == 26
+    assert matrix.shape == (26, 64) and identity == fake_embedder.identity
+
+
+# -- precision ------------------------------------------------------------------------------
+
+
+def test_bf16_needs_matrix_units_not_just_avx512_bf16():
+    assert embed.has_bf16_matrix_units("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n")
+    assert not embed.has_bf16_matrix_units("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert not embed.has_bf16_matrix_units("model name\t: amx_bf16 lookalike\n")
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_follows_the_processor(monkeypatch, native, expected):
+    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: native)
+    assert embed.resolve_precision("auto") == expected
+    assert embed.resolve_precision("fp32") == "fp32" and embed.resolve_precision("bf16") == "bf16"
+
+
+def test_unknown_precision_and_backend_are_clear_errors():
+    with pytest.raises(StanceError, match="unknown precision 'fp8'"):
+        make_embedder({"embedding": {"precision": "fp8"}})
+    with pytest.raises(StanceError, match="unknown embedding backend 'onnx'"):
+        make_embedder({"embedding": {"backend": "onnx"}})
+    with pytest.raises(StanceError, match="embedding.batch_size must be a positive integer"):
+        make_embedder({"embedding": {"batch_size": 0}})
+
+
+# -- backend ---------------------------------------------------------------------------------
+
+
+def test_auto_backend_is_openvino_when_the_model_can_be_exported(monkeypatch):
+    monkeypatch.setattr(fast_encoder, "exportable", lambda spec: True)
+    assert embed.resolve_backend("auto") == "openvino"
+    monkeypatch.setattr(fast_encoder, "exportable", lambda spec: False)
+    assert embed.resolve_backend("auto") == "torch"
+    assert embed.resolve_backend("openvino") == "openvino"
+
+
+def test_the_packaged_model_is_exportable_and_a_hub_name_is_not():
+    assert fast_encoder.exportable("default")
+    assert not fast_encoder.exportable("some-org/some-model-not-on-disk")
+
+
+def test_make_embedder_builds_the_configured_backend_and_overrides_win(monkeypatch, tmp_path):
+    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: False)
+    params = {"embedding": {"model": "default", "batch_size": 16, "precision": "auto", "backend": "auto",
+                            "export_dir": str(tmp_path)}}
+    fast = make_embedder(params)
+    assert isinstance(fast, fast_encoder.OpenVINOEmbedder)
+    assert fast.identity.endswith("/openvino-fp32") and fast.batch_size == 16 and fast.export_root == tmp_path
+    slow = make_embedder(params, backend="torch", precision="bf16", model=None)
+    assert isinstance(slow, SentenceTransformerEmbedder) and slow.identity.endswith("/bf16")
+    assert fast.identity.split("/")[0] == slow.identity.split("/")[0]  # same model: score does not refuse
+    assert not list(tmp_path.iterdir())  # nothing is loaded or exported until the first encode
+
+
+def test_no_heavy_imports_before_the_first_encode():
+    probe = ("import sys; from pipeline.embed import make_embedder; make_embedder({}); "
+             "print([m for m in ('torch', 'sentence_transformers', 'openvino', 'sklearn') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+# -- the score command's options ---------------------------------------------------------------
+
+
+def test_score_passes_backend_and_precision_to_the_embedder(trained_project, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from conftest import FakeEmbedder
+    from pipeline.cli import app
+
+    seen = []
+
+    def fake_make_embedder(params, **overrides):
+        seen.append({**params.get("embedding", {}), **{k: v for k, v in overrides.items() if v is not None}})
+        return FakeEmbedder()
+
+    monkeypatch.setattr(embed, "make_embedder", fake_make_embedder)
+    document = tmp_path / "oped.txt"
+    document.write_text("Beijing and Washington worked together on the sanctions resolution and it paid off.\n")
+    params = str(Path(trained_project["paths"]["model"]).parent.parent / "params.yaml")
+    result = CliRunner().invoke(app, ["score", str(document), "--params", params, "--format", "json",
+                                      "--backend", "torch", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert seen and seen[-1]["backend"] == "torch" and seen[-1]["precision"] == "fp32"
+
+
+def test_score_with_an_unknown_backend_is_a_one_line_error(trained_project, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    document = tmp_path / "oped.txt"
+    document.write_text("Beijing and Washington worked together on the sanctions resolution and it paid off.\n")
+    params = str(Path(trained_project["paths"]["model"]).parent.parent / "params.yaml")
+    result = CliRunner().invoke(app, ["score", str(document), "--params", params, "--backend", "onnx"])
+    assert result.exit_code == 1
+    assert "error: unknown embedding backend 'onnx' (expected one of auto, torch, openvino)" in result.output

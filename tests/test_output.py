@@ -1,0 +1,118 @@
+"""Rendering results: every format, the 80-column table, colour, evidence."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from rich.cells import cell_len
+
+from pipeline.output import FORMATS, choose_format, render
+
+LONG = ("Washington and Beijing jointly drafted the resolution | and the long sentence goes on and on well past "
+        "the width of any terminal, because op-ed paragraphs are long.")
+
+
+def paragraph(index, label, probs, text, **extra):
+    return {"index": index, **extra, "label": label, "probabilities": dict(zip(("favor", "against", "none"), probs)),
+            "uncertain": max(probs) < 0.5, "out_of_domain": False, "text": text}
+
+
+def results(explain=False):
+    evidence = [{"label": "favor", "document": "2017-a-very-long-document-slug-from-the-training-corpus",
+                 "similarity": 0.7312, "id": "pabc", "text": "A training paragraph about joint sanctions."},
+                {"label": "none", "document": "1999-b", "similarity": 0.5, "id": "pdef", "text": "Background."}]
+    paras = [paragraph(0, "favor", (0.8, 0.1, 0.1), LONG), paragraph(1, "against", (0.3, 0.45, 0.25), "Short one."),
+             {**paragraph(2, "none", (0.9, 0.05, 0.05), "The derby went to extra time."), "out_of_domain": True}]
+    if explain:
+        for p in paras:
+            p["evidence"] = evidence
+            p["text"] = p.pop("text")
+    doc = {"document": "examples/op-ed.txt", "title": "A title", "verdict": "favor",
+           "mass": {"favor": 0.6, "against": 0.3, "none": 0.1}, "shares": {"favor": 1 / 3, "against": 1 / 3, "none": 1 / 3},
+           "out_of_domain_paragraphs": 1, "decisive": [0, 1], "paragraphs": paras}
+    records = {"document": "notes", "verdict": "none", "mass": {"favor": 0.1, "against": 0.1, "none": 0.8},
+               "shares": {"favor": 0.0, "against": 0.0, "none": 1.0}, "out_of_domain_paragraphs": 0, "decisive": [0],
+               "paragraphs": [paragraph(0, "none", (0.1, 0.1, 0.8), "A record.", id="r-1")]}
+    if explain:
+        records["paragraphs"][0]["evidence"] = evidence
+    return [doc, records]
+
+
+@pytest.mark.parametrize("explain", [False, True])
+def test_table_fits_80_columns_without_colour(explain):
+    text = render(results(explain), "table", color=False, width=80)
+    lines = text.splitlines()
+    assert max(cell_len(line) for line in lines) <= 80
+    assert "\x1b[" not in text
+    assert "verdict FAVOR" in text and "off-topic" in text and "against?" in text
+    assert any(line.lstrip().startswith("0*") for line in lines)
+    assert ("↳ favor" in text) == explain and ("sim 0.73" in text) == explain
+
+
+def test_table_prints_text_literally_with_record_ids_and_no_trailing_spaces():
+    data = results()
+    data[0]["paragraphs"][1]["text"] = "As the minister said [bold]twice[/bold] in 2017 [1], the talks stalled."
+    text = render(data, "table", color=True, width=100)
+    assert "[bold]twice[/bold] in 2017 [1]" in text
+    assert "[r-1] A record." in text
+    assert all(line == line.rstrip() for line in text.splitlines())
+
+
+def test_table_colours_labels_on_a_terminal():
+    text = render(results(), "table", color=True, width=80)
+    assert "\x1b[32m" in text and "\x1b[31m" in text  # green favor, red against
+
+
+def test_table_uses_a_wider_terminal():
+    wide = render(results(), "table", width=160)
+    assert max(cell_len(line) for line in wide.splitlines()) > 80
+    assert LONG in wide.replace("\n", " ") or LONG[:100] in wide
+
+
+def test_json_is_the_full_result():
+    data = json.loads(render(results(True), "json"))
+    assert data == json.loads(json.dumps(results(True)))
+
+
+def test_jsonl_is_one_record_per_paragraph_with_ids():
+    lines = render(results(), "jsonl").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 4
+    assert records[0]["document"] == "examples/op-ed.txt" and records[0]["document_verdict"] == "favor"
+    assert records[3]["id"] == "r-1" and records[3]["label"] == "none"
+    assert records[3]["probabilities"] == {"favor": 0.1, "against": 0.1, "none": 0.8}
+
+
+def test_csv_has_a_row_per_paragraph_and_evidence_columns_with_explain():
+    rows = list(csv.DictReader(io.StringIO(render(results(), "csv"))))
+    assert len(rows) == 4 and rows[0]["p_favor"] == "0.8" and rows[2]["out_of_domain"] == "True"
+    assert rows[3]["id"] == "r-1" and rows[0]["text"] == LONG
+    assert "n1_label" not in rows[0]
+    explained = list(csv.DictReader(io.StringIO(render(results(True), "csv"))))
+    assert explained[0]["n1_label"] == "favor" and explained[0]["n2_document"] == "1999-b"
+    assert explained[0]["n1_similarity"] == "0.7312"
+
+
+def test_markdown_escapes_pipes_and_lists_evidence():
+    text = render(results(True), "markdown")
+    assert "## examples/op-ed.txt" in text and "**Verdict: favor**" in text
+    assert "jointly drafted the resolution \\| and" in text
+    assert "| 0* | favor |" in text and "none (off-topic)" in text and "against (uncertain)" in text
+    assert "Most similar labelled training paragraphs" in text and "favor 0.73 `2017-a-very" in text
+
+
+@pytest.mark.parametrize("fmt, output, expected", [
+    (None, None, "table"), ("JSON", None, "json"), (None, "out.csv", "csv"), (None, "out.jsonl", "jsonl"),
+    (None, "report.md", "markdown"), (None, "results.json", "json"), (None, "out.weird", "table"),
+    ("csv", "out.json", "csv")])
+def test_choose_format(fmt, output, expected):
+    assert choose_format(fmt, output) == expected
+    assert expected in FORMATS
+
+
+def test_unknown_format_is_refused_by_render():
+    with pytest.raises(ValueError, match="unknown format 'yaml'"):
+        render(results(), "yaml")
