@@ -32,11 +32,12 @@ import numpy as np
 from pipeline import LABELS
 from pipeline.errors import StanceError
 from pipeline.files import atomic_path, write_json_atomic, write_text_atomic
+from pipeline.features import take
 from pipeline.train import build_classifier, f_avg, fit_classifier, grouped_folds, scorer, training_set
 
 DEFAULT_TFIDF = {"ngram_range": [1, 2], "min_df": 2, "grid": {"C": [1.0, 10.0, 100.0]}}
-BUILT_IN = ("majority class", "TF-IDF + logistic regression", "embedding classifier")
-BASELINE_KEYS = {"name", "classifier", "classifier_params", "grid", "calibration"}
+BUILT_IN = ("majority class", "TF-IDF + logistic regression", "shipped model")
+BASELINE_KEYS = {"name", "classifier", "classifier_params", "grid", "calibration", "features", "feature_params"}
 PLOTS = {"confusion_matrix": "confusion_matrix.png", "precision_recall": "precision_recall.png",
          "reliability": "reliability.png", "learning_curve": "learning_curve.png"}
 
@@ -71,10 +72,10 @@ def cross_val_probabilities(fit: Fitter, X, y: np.ndarray, groups: np.ndarray, f
             raise StanceError(f"{where}: no {', '.join(map(repr, missing))} paragraphs left to train on (all of "
                               f"them sit in the held-out documents): label more documents or lower train.cv_folds")
         try:
-            estimator = fit(X[train_idx], y[train_idx], groups[train_idx])
+            estimator = fit(take(X, train_idx), y[train_idx], groups[train_idx])
         except StanceError as exc:
             raise StanceError(f"inside {where}: {exc}") from None
-        fold_probs = estimator.predict_proba(X[test_idx])
+        fold_probs = estimator.predict_proba(take(X, test_idx))
         for j, label in enumerate(estimator.classes_):
             probabilities[test_idx, labels.index(label)] = fold_probs[:, j]
     return probabilities
@@ -165,7 +166,8 @@ def baseline_specs(params: dict) -> list[dict]:
                               f"built-in row: {', '.join(BUILT_IN)})")
         names.add(spec["name"])
         try:  # a misspelt classifier or parameter is a settings error, not a data problem
-            build_classifier(spec["classifier"], spec.get("classifier_params"), 0)
+            build_classifier(spec["classifier"], spec.get("classifier_params"), 0, spec.get("features", "embedding"),
+                             spec.get("feature_params"))
         except StanceError as exc:
             raise StanceError(f"evaluate.baselines {spec['name']!r}: {exc}") from None
     return specs
@@ -402,7 +404,8 @@ def evaluate(rows: list[dict], X: np.ndarray, y: np.ndarray, groups: np.ndarray,
     metrics["by_kind"] = metrics_by_kind(rows, y, predicted)
 
     texts = np.array([r.get("text", "") for r in rows], dtype=object)
-    model_name = f"{BUILT_IN[2]} ({train_params.get('classifier', 'logistic_regression')}"
+    model_name = (f"{BUILT_IN[2]} ({train_params.get('classifier', 'logistic_regression')} on "
+                  f"{train_params.get('features', 'embedding')}")
     calibration = str(train_params.get("calibration") or "none")
     model_name += f", {calibration} calibration)" if calibration != "none" else ")"
     compared = [(BUILT_IN[0], majority_fitter(), X),
@@ -413,6 +416,7 @@ def evaluate(rows: list[dict], X: np.ndarray, y: np.ndarray, groups: np.ndarray,
     notes = {}
     for spec in specs:
         spec_params = {**train_params, "classifier_params": {}, "grid": {}, "calibration": "none",
+                       "features": "embedding", "feature_params": {},
                        **{k: v for k, v in spec.items() if k != "name"}}
         fit = classifier_fitter(spec_params, seed)
         try:

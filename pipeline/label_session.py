@@ -142,7 +142,10 @@ def model_guesses(params: dict, records: list[dict], embed: bool = True, embedde
     ids = [r["id"] for r in records if r["id"] in vectors]
     if not ids:
         return {}, f"no guesses: no embeddings match the model (run `dvc repro`){stale}"
-    raw = estimator.predict_proba(np.stack([vectors[i] for i in ids]))
+    from pipeline.features import model_inputs
+
+    text_of = {r["id"]: r["text"] for r in records}
+    raw = estimator.predict_proba(model_inputs([text_of[i] for i in ids], np.stack([vectors[i] for i in ids])))
     probabilities = np.zeros((len(ids), len(LABELS)))
     for j, label in enumerate(estimator.classes_):
         probabilities[:, LABELS.index(label)] = raw[:, j]

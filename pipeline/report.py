@@ -107,7 +107,7 @@ def calibration_lines(results: dict, plot_links: dict) -> list[str]:
     c = results["calibration"]
     verdict = ("within what sampling noise gives a perfectly calibrated model"
                if c["ece"] <= c["ece_if_calibrated"] else
-               "above what sampling noise alone explains: consider train.calibration sigmoid or isotonic")
+               "above what sampling noise alone explains: consider train.calibration temperature, sigmoid or isotonic")
     method = ("not recalibrated (train.calibration: none)" if c["method"] == "none"
               else f"recalibrated with {c['method']} scaling on document-grouped folds")
     rows = [[f"{row['low']:.1f}–{row['high']:.1f}", str(row["count"]), _num(row["confidence"], 3),

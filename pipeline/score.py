@@ -62,16 +62,23 @@ class Scorer:
     def embed(self, texts: list[str]) -> np.ndarray:
         return embed_texts(texts, self.embedder, self.cache)
 
-    def classify(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities in LABELS order for each embedding."""
-        raw = self.estimator.predict_proba(X)
+    def classify(self, texts: list[str], X: np.ndarray) -> np.ndarray:
+        """Probabilities in LABELS order for each paragraph (its text and its embedding)."""
+        from pipeline.model_store import LinearModel
+
+        if isinstance(self.estimator, LinearModel):  # the numpy fast path: no pandas or sklearn import
+            raw = self.estimator.probabilities(texts, X)
+        else:
+            from pipeline.features import model_inputs
+
+            raw = self.estimator.predict_proba(model_inputs(texts, X))
         out = np.zeros((len(X), len(LABELS)))
         for j, label in enumerate(self.estimator.classes_):
             out[:, LABELS.index(str(label))] = raw[:, j]
         return out
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        return self.classify(self.embed(texts))
+        return self.classify(texts, self.embed(texts))
 
 
 def check_embedding_identity(meta: dict, identity: str, meta_path: str = "models/model.json") -> None:
@@ -186,7 +193,7 @@ def score_documents(documents: list[Document], scorer: Scorer, progress=None, ex
     for start in range(0, len(flat), scorer.chunk):
         texts = flat[start:start + scorer.chunk]
         X = scorer.embed(texts)
-        probabilities[start:start + len(texts)] = scorer.classify(X)
+        probabilities[start:start + len(texts)] = scorer.classify(texts, X)
         if reference is not None:
             idx, sims = reference.nearest(X, k)
             neighbours[start:start + len(texts)] = idx

@@ -46,8 +46,18 @@ def scorer(metric: str):
     return metric  # any sklearn scorer name, e.g. "f1_macro", "accuracy"
 
 
-def build_classifier(name: str, params: dict | None, seed: int):
-    """An unfitted sklearn estimator by registry name (or dotted path) with its params and seed."""
+FEATURES = ("embedding", "text+embedding")
+CALIBRATIONS = ("none", "temperature", "sigmoid", "isotonic")
+
+
+def build_classifier(name: str, params: dict | None, seed: int, features: str = "embedding",
+                     feature_params: dict | None = None):
+    """An unfitted sklearn Pipeline: a feature step (see `pipeline.features`) then the estimator
+    named `name` (registry name or dotted path) with its params and seed, as step `classifier`."""
+    from sklearn.pipeline import Pipeline
+
+    from pipeline import features as feats
+
     target = CLASSIFIERS.get(name, name)
     module_name, _, class_name = target.rpartition(".")
     try:
@@ -60,9 +70,30 @@ def build_classifier(name: str, params: dict | None, seed: int):
     if name == "svc":
         params.setdefault("probability", True)
     try:
-        return cls(**params)
+        estimator = cls(**params)
     except TypeError as exc:
         raise StanceError(f"params.yaml: bad parameters for {name}: {exc}") from None
+    if features == "embedding":
+        step = feats.embedding_features()
+    elif features == "text+embedding":
+        allowed = {"embedding_weight", "min_df"}
+        unknown = sorted(set(feature_params or {}) - allowed)
+        if unknown:
+            raise StanceError(f"params.yaml: unknown train.feature_params {', '.join(unknown)} "
+                              f"(allowed: {', '.join(sorted(allowed))})")
+        step = feats.text_and_embedding_features(**(feature_params or {}))
+    else:
+        raise StanceError(f"params.yaml: unknown train.features {features!r} (expected {' or '.join(FEATURES)})")
+    return Pipeline([("features", step), ("classifier", estimator)])
+
+
+def grid_for_pipeline(grid: dict) -> dict:
+    """`train.grid` keys name the classifier's parameters (`C`); sklearn wants `classifier__C`."""
+    return {(key if "__" in key else f"classifier__{key}"): list(values) for key, values in (grid or {}).items()}
+
+
+def _short(key: str) -> str:
+    return key.removeprefix("classifier__")
 
 
 def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -89,19 +120,21 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -
 def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_params: dict, seed: int):
     """Grid search with grouped CV, refit on all rows. Returns (estimator, cv summary).
 
-    With `train.calibration` sigmoid or isotonic, the winner is wrapped in CalibratedClassifierCV
-    whose calibration folds are the same document-grouped folds (default none: no recalibration).
+    With `train.calibration` temperature, the winner's probabilities are temperature-scaled (see
+    `apply_temperature`); with sigmoid or isotonic it is wrapped in CalibratedClassifierCV whose
+    calibration folds are the same document-grouped folds; none: no recalibration.
     """
     from sklearn.model_selection import GridSearchCV
 
     calibration = str(train_params.get("calibration") or "none").lower()
-    if calibration not in ("none", "sigmoid", "isotonic"):
+    if calibration not in CALIBRATIONS:
         raise StanceError(f"params.yaml: unknown train.calibration {calibration!r} "
-                          "(expected none, sigmoid or isotonic)")
+                          f"(expected {', '.join(CALIBRATIONS)})")
     estimator = build_classifier(train_params.get("classifier", "logistic_regression"),
-                                 train_params.get("classifier_params"), seed)
+                                 train_params.get("classifier_params"), seed,
+                                 train_params.get("features", "embedding"), train_params.get("feature_params"))
     folds = grouped_folds(y, groups, int(train_params.get("cv_folds", 5)), seed)
-    grid = {k: list(v) for k, v in (train_params.get("grid") or {}).items()}
+    grid = grid_for_pipeline(train_params.get("grid"))
     metric = train_params.get("selection_metric", "f_avg")
     search = GridSearchCV(estimator, grid or {}, scoring=scorer(metric), cv=folds, refit=True, n_jobs=1,
                           error_score="raise")
@@ -111,14 +144,18 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
         search.fit(X, y)
     summary = {
         "selection_metric": metric,
-        "best_params": {k: _plain(v) for k, v in search.best_params_.items()},
+        "best_params": {_short(k): _plain(v) for k, v in search.best_params_.items()},
         "best_score": round(float(search.best_score_), 4),
         "folds": len(folds),
-        "candidates": [{"params": {k: _plain(v) for k, v in p.items()}, "mean_score": round(float(s), 4)}
+        "candidates": [{"params": {_short(k): _plain(v) for k, v in p.items()}, "mean_score": round(float(s), 4)}
                        for p, s in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"])],
         "calibration": calibration,
     }
     if calibration == "none":
+        return search.best_estimator_, summary
+    if calibration == "temperature":
+        with threadpool_limits(limits=1):
+            summary["temperature"] = round(apply_temperature(search.best_estimator_, X, y, folds), 4)
         return search.best_estimator_, summary
     from sklearn.base import clone
     from sklearn.calibration import CalibratedClassifierCV
@@ -129,12 +166,50 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
     return calibrated, summary
 
 
+def fit_temperature(scores: np.ndarray, y: np.ndarray, classes) -> float:
+    """The T minimising the log loss of softmax(scores / T) (temperature scaling, Guo et al. 2017)."""
+    from scipy.optimize import minimize_scalar
+
+    target = np.searchsorted(np.asarray(classes), y)
+
+    def loss(log_t: float) -> float:
+        z = scores / np.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), target]))
+
+    return float(np.exp(minimize_scalar(loss, bounds=(-3.0, 3.0), method="bounded").x))
+
+
+def apply_temperature(estimator, X, y: np.ndarray, folds) -> float:
+    """Temperature-scale a fitted Pipeline ending in a multinomial linear classifier, in place.
+
+    T is fitted on out-of-fold decision values of the same document-grouped folds; dividing the
+    coefficients and intercept by T keeps the model linear (and the numpy fast path of
+    `pipeline.model_store`), changes no prediction, only how confident the probabilities are.
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_predict
+
+    classifier = estimator.named_steps["classifier"]
+    coef = getattr(classifier, "coef_", None)
+    if coef is None or coef.shape[0] != len(classifier.classes_) or len(classifier.classes_) < 3:
+        raise StanceError("params.yaml: train.calibration temperature needs a multinomial linear classifier "
+                          "(logistic_regression on three labels); use sigmoid or isotonic")
+    scores = cross_val_predict(clone(estimator), X, y, cv=folds, method="decision_function")
+    temperature = fit_temperature(scores, y, classifier.classes_)
+    classifier.coef_ = classifier.coef_ / temperature
+    classifier.intercept_ = classifier.intercept_ / temperature
+    return temperature
+
+
 def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
 def training_set(params: dict):
-    """(rows, X, y, groups, embedding identity) of the labelled paragraphs."""
+    """(rows, X, y, groups, embedding identity) of the labelled paragraphs; X is the classifier's
+    input table (`pipeline.features.model_inputs`: text and embedding columns)."""
+    from pipeline.features import model_inputs
     from pipeline.embed import load_embeddings
     from pipeline.labels import load_labels, resolve_labels
 
@@ -148,7 +223,7 @@ def training_set(params: dict):
     rows = [rows[i] for i in keep]
     y = np.array([labels[r["id"]] for r in rows])
     groups = np.array([r["doc"] for r in rows])
-    return rows, matrix[keep], y, groups, identity
+    return rows, model_inputs([r["text"] for r in rows], matrix[keep]), y, groups, identity
 
 
 def data_hash(rows: list[dict], y: np.ndarray, identity: str) -> str:
@@ -168,6 +243,7 @@ def run(params: dict) -> dict:
         "labels": [label for label in LABELS if label in set(y.tolist())],
         "embedding_model": identity,
         "embedding_params": params.get("embedding", {}),
+        "features": params["train"].get("features", "embedding"),
         "train_params": params["train"],
         "seed": seed,
         "training_data": {"sha256": data_hash(rows, y, identity), "paragraphs": len(y),
@@ -180,6 +256,9 @@ def run(params: dict) -> dict:
     # metadata can record its sha256.
     from pipeline.reference import build_reference, reference_path, save_reference
 
-    meta["reference"] = save_reference(build_reference(rows, X, y, identity), reference_path(params["paths"]))
+    from pipeline.features import embedding_part
+
+    meta["reference"] = save_reference(build_reference(rows, embedding_part(X), y, identity),
+                                       reference_path(params["paths"]))
     save_model(estimator, meta, params["paths"]["model"], params["paths"]["model_meta"])
     return meta

@@ -83,6 +83,9 @@ def test_writes_every_report_with_the_existing_metric_keys(good):
     assert metrics["by_kind"]["seed"]["paragraphs"] == 6 and metrics["by_kind"]["seed"]["documents"] == 2
 
 
+SHIPPED = "shipped model (logistic_regression on text+embedding, temperature calibration)"
+
+
 def test_report_has_every_section(good):
     evaluate.run(good)
     report = (Path(good["paths"]["reports_dir"]) / "evaluation.md").read_text()
@@ -90,7 +93,7 @@ def test_report_has_every_section(good):
                     "## By document kind", "## Calibration", "## Learning curve", "most confident mistakes"):
         assert heading in report
     for baseline in ("majority class", "TF-IDF + logistic regression",
-                     "**embedding classifier (logistic_regression)**"):
+                     f"**{SHIPPED}**"):
         assert baseline in report
     assert "| seed | 2 | 6 |" in report
     assert "Expected calibration error" in report
@@ -126,8 +129,8 @@ def test_baselines_share_the_outer_folds(good, monkeypatch):
     assert len(seen) == 4 + 2  # main, majority, TF-IDF, knn + two learning-curve sizes
     assert all(folds == seen[0] for folds in seen)
     assert list(metrics["baselines"]) == ["majority class", "TF-IDF + logistic regression",
-                                          "embedding classifier (logistic_regression)", "nearest"]
-    model = metrics["baselines"]["embedding classifier (logistic_regression)"]
+                                          SHIPPED, "nearest"]
+    model = metrics["baselines"][SHIPPED]
     assert model == {key: metrics[key] for key in ("f_avg", "macro_f1", "accuracy", "ece")}
     assert metrics["baselines"]["majority class"]["accuracy"] == pytest.approx(1 / 3, abs=1e-3)
 
@@ -300,7 +303,7 @@ def test_calibration_setting_wraps_the_model_with_grouped_folds(good):
     assert estimator.predict_proba(X).sum(axis=1) == pytest.approx(np.ones(len(y)))
     good["train"]["calibration"] = "isotonic"
     metrics = evaluate.run(good)
-    assert "embedding classifier (logistic_regression, isotonic calibration)" in metrics["baselines"]
+    assert "shipped model (logistic_regression on text+embedding, isotonic calibration)" in metrics["baselines"]
     good["train"]["calibration"] = "platt"
     with pytest.raises(StanceError, match="unknown train.calibration 'platt'"):
         evaluate.run(good)

@@ -32,7 +32,7 @@ def test_the_gate_passes_a_good_model_and_prints_the_report(good):
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("# Stance model evaluation\n")
     assert "## Baselines on the same folds" in result.stdout
-    assert "quality gate passed: f_avg 1.0000 >= floor 0.5500" in result.stderr
+    assert f"quality gate passed: f_avg 1.0000 >= floor {good['evaluate']['f_avg_floor']:.4f}" in result.stderr
 
 
 def test_the_gate_fails_a_model_trained_on_shuffled_labels(good):
@@ -42,7 +42,7 @@ def test_the_gate_fails_a_model_trained_on_shuffled_labels(good):
     result = check(good)
     assert result.exit_code == 1
     assert "# Stance model evaluation" in result.stdout  # the report reaches the CI log either way
-    assert (f"error: quality gate failed: f_avg {metrics['f_avg']:.4f} is below the floor 0.5500 "
+    assert (f"error: quality gate failed: f_avg {metrics['f_avg']:.4f} is below the floor {good['evaluate']['f_avg_floor']:.4f} "
             "(evaluate.f_avg_floor)") in result.stderr
     assert "Traceback" not in result.output
 

@@ -28,7 +28,13 @@ def test_impossible_folds_are_clear_errors(y, groups, message):
 
 def test_build_classifier_from_params():
     est = train.build_classifier("logistic_regression", {"class_weight": "balanced", "C": 2.0}, seed=3)
-    assert est.get_params()["C"] == 2.0 and est.get_params()["random_state"] == 3
+    assert est.get_params()["classifier__C"] == 2.0 and est.get_params()["classifier__random_state"] == 3
+    hybrid = train.build_classifier("logistic_regression", {}, 0, "text+embedding", {"embedding_weight": 0.25})
+    assert hybrid.named_steps["features"].transformer_weights["embedding"] == 0.25
+    with pytest.raises(StanceError, match="unknown train.features 'words'"):
+        train.build_classifier("logistic_regression", {}, 0, "words")
+    with pytest.raises(StanceError, match="unknown train.feature_params ngrams"):
+        train.build_classifier("logistic_regression", {}, 0, "text+embedding", {"ngrams": 3})
     with pytest.raises(StanceError, match="unknown classifier 'nope'"):
         train.build_classifier("nope", {}, 0)
     with pytest.raises(StanceError, match="bad parameters for logistic_regression"):
@@ -72,3 +78,31 @@ def test_tampered_model_is_refused_before_unpickling(trained_project):
 def test_missing_model_says_run_dvc_repro(project):
     with pytest.raises(StanceError, match="run `dvc repro` first"):
         load_model(project["paths"]["model"], project["paths"]["model_meta"])
+
+
+def test_temperature_is_recovered_and_changes_no_prediction():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(scale=3.0, size=(4000, 3))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    classes = np.array(["against", "favor", "none"])
+    y = np.array([rng.choice(classes, p=p) for p in probs])
+    # scores twice as sharp as the truth: the fitted temperature must undo it
+    assert train.fit_temperature(2.0 * logits, y, classes) == pytest.approx(2.0, rel=0.1)
+
+
+def test_temperature_calibration_scales_a_linear_model_only(tmp_path):
+    from pipeline.features import model_inputs
+
+    rng = np.random.default_rng(2)
+    y = np.array(["favor", "against", "none"] * 20)
+    X = model_inputs(["text"] * len(y), rng.normal(size=(len(y), 4)) + (y == "favor")[:, None] * 2.0)
+    groups = np.array([f"d{i % 10}" for i in range(len(y))])
+    params = {"classifier": "logistic_regression", "grid": {"C": [1.0]}, "cv_folds": 3}
+    plain, _ = train.fit_classifier(X, y, groups, {**params, "calibration": "none"}, 0)
+    scaled, summary = train.fit_classifier(X, y, groups, {**params, "calibration": "temperature"}, 0)
+    assert summary["temperature"] > 0
+    assert (plain.predict(X) == scaled.predict(X)).all()
+    assert not np.allclose(plain.predict_proba(X), scaled.predict_proba(X))
+    with pytest.raises(StanceError, match="temperature needs a multinomial linear classifier"):
+        train.fit_classifier(X, y, groups, {"classifier": "knn", "grid": {}, "cv_folds": 3,
+                                            "calibration": "temperature"}, 0)

@@ -1,0 +1,77 @@
+"""pipeline.features: the classifier's input table and the numpy copy of its TF-IDF step."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pipeline import features, train
+from pipeline.model_store import LinearModel, linear_payload, linear_model
+
+TEXTS = ["Beijing and Washington worked together on the sanctions.",
+         "China will never do more; Beijing does not hold the key.",
+         "The delegation arrived in Seoul on Tuesday.",
+         "Café owners in Dandong say trade with the North has dried up.",
+         "Sanctions work only when Beijing and Washington enforce them together.",
+         "Washington says China must do more to stop the smuggling.",
+         "The talks resumed in Beijing after a long pause.",
+         "Joint pressure from China and the United States brought Pyongyang back to the table."]
+Y = np.array(["favor", "against", "none", "none", "favor", "against", "none", "favor"])
+
+
+def test_analyze_gives_lowercased_accent_free_unigrams_and_bigrams():
+    assert features.analyze("Café in Dandong, a") == ["cafe", "in", "dandong", "cafe in", "in dandong"]
+    assert features.analyze("") == []
+
+
+def test_model_inputs_holds_text_and_embedding_columns():
+    X = np.arange(6, dtype=float).reshape(3, 2)
+    table = features.model_inputs(["a", "b", "c"], X)
+    assert list(table.columns) == ["text", "e0", "e1"]
+    assert np.array_equal(features.embedding_part(table), X)
+    assert features.texts_of(features.take(table, [2, 0])) == ["c", "a"]
+    with pytest.raises(ValueError, match="3 texts but embeddings of shape"):
+        features.model_inputs(["a", "b", "c"], np.zeros((2, 2)))
+
+
+def _fitted_tfidf(texts):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(analyzer=features.analyze, min_df=1, sublinear_tf=True).fit(texts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="abc déÉ.,\n", max_size=40), min_size=1, max_size=6))
+def test_numpy_tfidf_equals_sklearn(texts):
+    vectorizer = _fitted_tfidf(TEXTS)
+    expected = vectorizer.transform(texts).toarray()
+    got = features.tfidf_numpy(texts, vectorizer.vocabulary_, vectorizer.idf_)
+    assert np.allclose(got, expected, atol=1e-12)
+
+
+def test_hybrid_pipeline_is_reproduced_without_sklearn():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(len(TEXTS), 5))
+    inputs = features.model_inputs(TEXTS, X)
+    model = train.build_classifier("logistic_regression", {"C": 10.0}, 0, "text+embedding",
+                                   {"embedding_weight": 0.5, "min_df": 1}).fit(inputs, Y)
+    payload = linear_payload(model, "0" * 64)
+    assert payload is not None and payload["words"]["embedding_weight"] == 0.5
+    fast = linear_model({"linear": payload, "model_sha256": "0" * 64})
+    new = ["Beijing and Washington must enforce the sanctions together.", "Nothing known here."]
+    Z = rng.normal(size=(2, 5))
+    assert isinstance(fast, LinearModel)
+    assert np.allclose(fast.probabilities(new, Z), model.predict_proba(features.model_inputs(new, Z)), atol=1e-9)
+    assert np.allclose(fast.predict_proba(features.model_inputs(new, Z)),
+                       model.predict_proba(features.model_inputs(new, Z)), atol=1e-9)
+    with pytest.raises(ValueError, match="reads paragraph texts"):
+        fast.predict_proba(Z)
+
+
+def test_words_change_the_prediction_only_for_a_model_that_reads_them():
+    X = np.zeros((len(TEXTS), 3))  # embeddings carry nothing: only the words can separate the labels
+    inputs = features.model_inputs(TEXTS, X)
+    hybrid = train.build_classifier("logistic_regression", {"C": 100.0}, 0, "text+embedding",
+                                    {"min_df": 1}).fit(inputs, Y)
+    assert (hybrid.predict(inputs) == Y).mean() > 0.8
+    plain = train.build_classifier("logistic_regression", {"C": 100.0}, 0).fit(inputs, Y)
+    assert len(set(plain.predict(inputs).tolist())) == 1
