@@ -410,6 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     report["load_average_at_end"] = list(os.getloadavg())
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     report["markdown"] = markdown(report)
+    if args.output.exists():  # keep sections other benchmarks wrote (benchmarks/archive.py: "archive")
+        try:
+            previous = json.loads(args.output.read_text(encoding="utf-8"))
+            report = {**{k: v for k, v in previous.items() if k not in report}, **report}
+        except (json.JSONDecodeError, AttributeError):
+            pass
     write_json_atomic(args.output, report)
     print(report["markdown"])
     print(f"wrote {args.output}", file=sys.stderr)

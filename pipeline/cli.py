@@ -105,10 +105,10 @@ def score(
     explain: bool = typer.Option(False, "--explain", help="Show each paragraph's most similar labelled "
                                  "training paragraphs (label, document, similarity)."),
     params: Path = ParamsOption,
-    precision: Optional[str] = typer.Option(None, help="Embedding precision: auto | fp32 | bf16  [default: "
-                                            "embedding.precision]; auto = bf16 where the CPU has it natively."),
-    backend: Optional[str] = typer.Option(None, help="Embedding backend: auto | torch | openvino  [default: "
-                                          "embedding.backend]; auto = openvino (fast start) when installed."),
+    precision: Optional[str] = typer.Option(None, help="Embedding precision: auto | fp32 | bf16 (default: "
+                                            "embedding.precision); auto = bf16 where the CPU has it natively."),
+    backend: Optional[str] = typer.Option(None, help="Embedding backend: auto | torch | openvino (default: "
+                                          "embedding.backend); auto = openvino (fast start) when installed."),
 ) -> None:
     """Score documents: a stance per paragraph and an overall verdict per document.
 
@@ -224,6 +224,27 @@ def labels_agreement(
     from pipeline.agreement import run_agreement
 
     _run(lambda: run_agreement(_params(params), limit, disagreements))
+
+
+@app.command("score-archive")
+def score_archive(
+    input: Path = typer.Argument(..., help="A directory of partitions: .parquet or .jsonl files with id and text "
+                                 "columns (and document, when rows are paragraphs)."),
+    output: Path = typer.Argument(..., help="Where results go: paragraphs/, documents/ and errors/ (one Parquet "
+                                  "file per partition)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Local worker processes "
+                                          "(default: archive.workers in params, else 2)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Use the running Dask cluster whose scheduler "
+                                          "is here (tcp://host:port) instead of starting local workers."),
+    params: Path = ParamsOption,
+) -> None:
+    """Score a whole archive on Dask (needs the `distributed` extra); a re-run skips finished partitions."""
+    def action():
+        from pipeline.archive import run_archive
+
+        run_archive(input, output, _params(params), workers=workers, address=address)
+
+    _run(action)
 
 
 def main() -> None:  # pragma: no cover
