@@ -171,6 +171,7 @@ def f_avg_comparison(params: dict, embedders: dict, default_key: tuple[str, str]
 
     from pipeline.evaluate import compute_metrics, oof_probabilities, predicted_labels
     from pipeline.fast_encoder import cosines
+    from pipeline.features import model_inputs
     from pipeline.files import read_jsonl
     from pipeline.labels import load_labels, resolve_labels
 
@@ -190,7 +191,8 @@ def f_avg_comparison(params: dict, embedders: dict, default_key: tuple[str, str]
         name = f"{key[0]}-{key[1]}"
         matrices[key] = embedders[key].encode(texts)
         with threadpool_limits(limits=1):
-            probabilities = oof_probabilities(matrices[key], y, groups, params["train"], int(params["seed"]))
+            probabilities = oof_probabilities(model_inputs(texts, matrices[key]), y, groups, params["train"],
+                                              int(params["seed"]))
         out["f_avg"][name] = compute_metrics(y, predicted_labels(probabilities))["f_avg"]
         log(f"grouped-CV f_avg with {name}: {out['f_avg'][name]}")
     cos = cosines(matrices[default_key], matrices[("torch", "fp32")])
