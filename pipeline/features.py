@@ -61,10 +61,6 @@ def embedding_part(inputs) -> np.ndarray:
     return np.asarray(inputs, dtype=np.float64)
 
 
-def texts_of(inputs) -> list[str]:
-    return inputs[TEXT].tolist()
-
-
 def take(inputs, index):
     """Rows `index` of a `model_inputs` table or of a plain array."""
     if hasattr(inputs, "iloc"):
