@@ -24,7 +24,6 @@ reports/benchmark.json (the other keys are kept).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -38,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import corpus  # noqa: E402  (benchmarks/corpus.py)
 
-from pipeline.files import load_params, write_json_atomic  # noqa: E402
+from pipeline.files import load_params, merge_json_atomic  # noqa: E402
 
 ARCHIVE_PARAGRAPHS = 10_000_000
 PROJECTED_WORKERS = (1, 2, 8, 32)
@@ -144,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                               "hours": {str(n): round(ARCHIVE_PARAGRAPHS / (per_worker * n) / 3600, 1)
                                         for n in PROJECTED_WORKERS}}}
     section["markdown"] = markdown(section)
-    report = json.loads(args.output.read_text(encoding="utf-8")) if args.output.exists() else {}
-    report["archive"] = section
-    write_json_atomic(args.output, report)
+    merge_json_atomic(args.output, {"archive": section})
     print(section["markdown"])
     print(f"merged the archive section into {args.output}", file=sys.stderr)
     return 0

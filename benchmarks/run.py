@@ -47,7 +47,7 @@ import corpus  # noqa: E402  (benchmarks/corpus.py)
 
 from pipeline import embed  # noqa: E402
 from pipeline.fast_encoder import exportable  # noqa: E402
-from pipeline.files import load_params, write_json_atomic  # noqa: E402
+from pipeline.files import load_params, merge_json_atomic  # noqa: E402
 
 STANCE = str(Path(sys.executable).parent / "stance")
 PATHS = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
@@ -160,7 +160,7 @@ def batch_sweep(params: dict, backend: str, precision: str, texts: list[str], re
     best = {size: float("inf") for size in sizes}
     for repeat in range(repeats):
         for size, embedder in embedders.items():
-            best[size] = min(best[size], best_of(1, lambda: embedder.encode(texts)))
+            best[size] = min(best[size], best_of(1, lambda e=embedder: e.encode(texts)))
         log(f"batch sweep repeat {repeat + 1}: " + ", ".join(f"{s}: {len(texts) / best[s]:.0f}" for s in sizes))
     return [{"batch_size": size, "paragraphs_per_s": round(len(texts) / best[size], 1)} for size in sizes]
 
@@ -412,13 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     report["load_average_at_end"] = list(os.getloadavg())
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     report["markdown"] = markdown(report)
-    if args.output.exists():  # keep sections other benchmarks wrote (benchmarks/archive.py: "archive")
-        try:
-            previous = json.loads(args.output.read_text(encoding="utf-8"))
-            report = {**{k: v for k, v in previous.items() if k not in report}, **report}
-        except (json.JSONDecodeError, AttributeError):
-            pass
-    write_json_atomic(args.output, report)
+    merge_json_atomic(args.output, report)  # keeps sections other benchmarks wrote ("archive")
     print(report["markdown"])
     print(f"wrote {args.output}", file=sys.stderr)
     return 0

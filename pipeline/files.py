@@ -50,6 +50,19 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
+def merge_json_atomic(path: str | Path, sections: dict) -> dict:
+    """Set top-level `sections` of the JSON object in `path`, keeping its other keys (a missing or
+    unreadable file starts empty); written atomically. Returns the merged object."""
+    path = Path(path)
+    try:
+        current = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        current = {}
+    merged = {**(current if isinstance(current, dict) else {}), **sections}
+    write_json_atomic(path, merged)
+    return merged
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -155,7 +155,7 @@ def split_paragraphs(text: str, min_words: int = DEFAULT_MIN_WORDS, title: str =
         cleaned = [p for p in cleaned if normalise(p) != normalise(title)]
     keys = [normalise(p) for p in cleaned]
     paragraphs, seen = [], set()
-    for i, (paragraph, key) in enumerate(zip(cleaned, keys)):
+    for paragraph, key in zip(cleaned, keys):
         # Pull quotes, repeated titles and standfirsts repeat (part of) another paragraph.
         if key in seen or any(key in other and key != other for other in keys):
             continue

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 

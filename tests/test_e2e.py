@@ -1,7 +1,6 @@
 """End to end with the real packaged embedding model: raw text -> trained model -> scores."""
 
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner

@@ -198,7 +198,7 @@ def test_progress_bars_do_not_touch_stdout(project, loads, tmp_path, capsys):
 
 
 def test_missing_model_is_a_clear_error(loads, tmp_path):
-    params = write_project(tmp_path / "fresh")
+    write_project(tmp_path / "fresh")
     result = score(tmp_path / "fresh" / "params.yaml", "-", input=ARTICLE)
     assert result.exit_code == 1
     assert "no trained model (run `dvc repro` first)" in result.stderr
