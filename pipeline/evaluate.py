@@ -33,7 +33,7 @@ from pipeline import LABELS
 from pipeline.errors import StanceError
 from pipeline.files import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.features import take
-from pipeline.train import build_classifier, f_avg, fit_classifier, grouped_folds, scorer, training_set
+from pipeline.train import build_classifier, f_avg, fit_classifier, grouped_folds, n_jobs, scorer, training_set
 
 DEFAULT_TFIDF = {"ngram_range": [1, 2], "min_df": 2, "grid": {"C": [1.0, 10.0, 100.0]}}
 BUILT_IN = ("majority class", "TF-IDF + logistic regression", "shipped model")
@@ -139,7 +139,8 @@ def tfidf_fitter(settings: dict, train_params: dict, seed: int) -> Fitter:
             features = vectorizer.transform(texts)
             classifier = LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
             folds = grouped_folds(y, groups, _inner(train_params, groups)["cv_folds"], seed)
-            search = GridSearchCV(classifier, grid, scoring=scorer(metric), cv=folds, n_jobs=1, error_score="raise")
+            search = GridSearchCV(classifier, grid, scoring=scorer(metric), cv=folds, n_jobs=n_jobs(train_params),
+                                  error_score="raise")
             return make_pipeline(vectorizer, search.fit(features, y).best_estimator_)
         except ValueError as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -144,6 +144,23 @@ def pool(hidden: np.ndarray, mask: np.ndarray, layout: EncoderLayout) -> np.ndar
     return vectors.astype(np.float32, copy=False)
 
 
+def import_openvino():
+    """`import openvino` without its model-conversion tools: openvino/__init__ imports
+    openvino.tools.ovc (about 0.2 s of imports and a telemetry set-up) only to re-export
+    convert_model, which scoring never calls. Export imports openvino.tools.ovc itself."""
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    block = "openvino.tools.ovc" not in sys.modules
+    if block:
+        sys.modules["openvino.tools.ovc"] = None  # makes openvino's guarded import fail fast
+    try:
+        import openvino
+    finally:
+        if block and sys.modules.get("openvino.tools.ovc", False) is None:
+            del sys.modules["openvino.tools.ovc"]  # a later `import openvino.tools.ovc` works as usual
+    return openvino
+
+
 def load_tokenizer(path: str | Path, max_length: int):
     """The model's fast tokenizer, truncating at `max_length` and not padding (batches pad themselves)."""
     from tokenizers import Tokenizer
@@ -200,7 +217,7 @@ class OpenVINOEmbedder:
     def _load(self):
         if self._request is not None:
             return
-        import openvino as ov
+        ov = import_openvino()
 
         location = Path(resolve_model(self.spec))
         layout = encoder_layout(location) if location.is_dir() else None
@@ -213,9 +230,8 @@ class OpenVINOEmbedder:
             core.set_property({"CACHE_DIR": str(directory / "compiled")})
         except Exception:  # noqa: BLE001 - a read-only cache only costs load time
             pass
-        try:
-            compiled = core.compile_model(core.read_model(directory / "model.xml"), "CPU",
-                                          compile_config(self.precision))
+        try:  # by path: on a cache hit OpenVINO loads the compiled blob without reading the IR
+            compiled = core.compile_model(str(directory / "model.xml"), "CPU", compile_config(self.precision))
         except Exception as exc:  # noqa: BLE001 - a damaged export is removed and remade next time
             shutil.rmtree(directory, ignore_errors=True)
             raise StanceError(f"{directory}: cannot load the OpenVINO export ({type(exc).__name__}); it was "
@@ -268,7 +284,7 @@ class OpenVINOEmbedder:
 def ensure_export(location: Path, identity: str, layout: EncoderLayout, root: Path, ov=None) -> Path:
     """The export directory for this model and OpenVINO version, exporting it first if missing."""
     if ov is None:
-        import openvino as ov
+        ov = import_openvino()
     directory = Path(root) / export_key(identity, ov.get_version())
     manifest = _read_json(directory / "manifest.json")
     if _valid_manifest(manifest, directory, identity):
@@ -323,6 +339,7 @@ def convert_with_torch(location: Path, probes: Sequence[str]):
 
     import openvino as ov
     import torch
+    from openvino.tools.ovc import convert_model
 
     from pipeline.embed import SentenceTransformerEmbedder
 
@@ -337,7 +354,7 @@ def convert_with_torch(location: Path, probes: Sequence[str]):
     example["attention_mask"][1, 5:] = 0  # a padded row, so masking cannot be traced away
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape checks that are constant here
-        converted = ov.convert_model(_hidden_states_module(auto_model), example_input=example,
+        converted = convert_model(_hidden_states_module(auto_model), example_input=example,
                                      input=[(name, [-1, -1], ov.Type.i64) for name in names])
     return converted, reference, {"torch": torch.__version__}
 
@@ -407,7 +424,7 @@ class _StagedEncoder(OpenVINOEmbedder):
     def _load(self):
         if self._request is not None:
             return
-        import openvino as ov
+        ov = import_openvino()
 
         core = ov.Core()
         compiled = core.compile_model(core.read_model(self._directory / "model.xml"), "CPU",

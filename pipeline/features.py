@@ -32,8 +32,9 @@ _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
 def analyze(text: str) -> list[str]:
     """Lower-cased, accent-stripped word unigrams and bigrams (tokens of two or more word characters)."""
-    folded = unicodedata.normalize("NFKD", str(text).lower())
-    folded = "".join(c for c in folded if not unicodedata.combining(c))
+    folded = str(text).lower()
+    if not folded.isascii():  # ASCII has no accents to strip (most paragraphs: skip the slow loop)
+        folded = "".join(c for c in unicodedata.normalize("NFKD", folded) if not unicodedata.combining(c))
     tokens = _TOKEN.findall(folded)
     return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
 

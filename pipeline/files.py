@@ -111,7 +111,7 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     if not path.exists():
         raise StanceError(f"{path}: params file not found (run from the project root)")
     try:
-        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+        params = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise StanceError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(params, dict):

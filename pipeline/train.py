@@ -116,6 +116,16 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -
     return list(splitter.split(np.zeros(len(y)), y, groups))
 
 
+def n_jobs(train_params: dict) -> int | None:
+    """`train.n_jobs`: worker processes for the grid search and calibration folds (joblib's
+    convention: -1 = all cores, unset = 1). The fitted model does not depend on it."""
+    value = train_params.get("n_jobs")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value == 0):
+        raise StanceError(f"params.yaml: train.n_jobs must be a whole number other than 0 (-1 = all cores), "
+                          f"got {value!r}")
+    return value
+
+
 def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_params: dict, seed: int):
     """Grid search with grouped CV, refit on all rows. Returns (estimator, cv summary).
 
@@ -135,7 +145,8 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
     folds = grouped_folds(y, groups, int(train_params.get("cv_folds", 5)), seed)
     grid = grid_for_pipeline(train_params.get("grid"))
     metric = train_params.get("selection_metric", "f_avg")
-    search = GridSearchCV(estimator, grid or {}, scoring=scorer(metric), cv=folds, refit=True, n_jobs=1,
+    jobs = n_jobs(train_params)
+    search = GridSearchCV(estimator, grid or {}, scoring=scorer(metric), cv=folds, refit=True, n_jobs=jobs,
                           error_score="raise")
     from threadpoolctl import threadpool_limits
 
@@ -154,12 +165,12 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
         return search.best_estimator_, summary
     if calibration == "temperature":
         with threadpool_limits(limits=1):
-            summary["temperature"] = round(apply_temperature(search.best_estimator_, X, y, folds), 4)
+            summary["temperature"] = round(apply_temperature(search.best_estimator_, X, y, folds, jobs), 4)
         return search.best_estimator_, summary
     from sklearn.base import clone
     from sklearn.calibration import CalibratedClassifierCV
 
-    calibrated = CalibratedClassifierCV(clone(search.best_estimator_), method=calibration, cv=folds)
+    calibrated = CalibratedClassifierCV(clone(search.best_estimator_), method=calibration, cv=folds, n_jobs=jobs)
     with threadpool_limits(limits=1):
         calibrated.fit(X, y)
     return calibrated, summary
@@ -179,7 +190,7 @@ def fit_temperature(scores: np.ndarray, y: np.ndarray, classes) -> float:
     return float(np.exp(minimize_scalar(loss, bounds=(-3.0, 3.0), method="bounded").x))
 
 
-def apply_temperature(estimator, X, y: np.ndarray, folds) -> float:
+def apply_temperature(estimator, X, y: np.ndarray, folds, jobs: int | None = None) -> float:
     """Temperature-scale a fitted Pipeline ending in a multinomial linear classifier, in place.
 
     T is fitted on out-of-fold decision values of the same document-grouped folds; dividing the
@@ -194,7 +205,7 @@ def apply_temperature(estimator, X, y: np.ndarray, folds) -> float:
     if coef is None or coef.shape[0] != len(classifier.classes_) or len(classifier.classes_) < 3:
         raise StanceError("params.yaml: train.calibration temperature needs a multinomial linear classifier "
                           "(logistic_regression on three labels); use sigmoid or isotonic")
-    scores = cross_val_predict(clone(estimator), X, y, cv=folds, method="decision_function")
+    scores = cross_val_predict(clone(estimator), X, y, cv=folds, method="decision_function", n_jobs=jobs)
     temperature = fit_temperature(scores, y, classifier.classes_)
     classifier.coef_ = classifier.coef_ / temperature
     classifier.intercept_ = classifier.intercept_ / temperature

@@ -166,6 +166,16 @@ def tiny_reference(texts, layout):
     return np.vstack(rows)
 
 
+def test_openvino_is_imported_without_its_conversion_tools_which_still_import_later():
+    pytest.importorskip("openvino")
+    probe = ("import sys; from pipeline.fast_encoder import import_openvino; ov = import_openvino(); "
+             "print(hasattr(ov, 'Core'), 'openvino.tools.ovc' in sys.modules); "
+             "from openvino.tools.ovc import convert_model; print(callable(convert_model))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False", "True"]
+
+
 def test_an_export_that_agrees_is_installed_and_one_that_does_not_is_refused(tmp_path):
     pytest.importorskip("openvino")
     layout = EncoderLayout(64, "mean", True, 2)
@@ -211,7 +221,8 @@ def test_real_export_agrees_with_pytorch_and_scores_without_torch(tmp_path):
     probe = (f"import sys; from pipeline.embed import make_embedder; "
              f"e = make_embedder({{'embedding': {{'backend': 'openvino', 'export_dir': {str(tmp_path)!r}}}}}); "
              f"v = e.encode(['hello world']); "
-             f"print(v.shape, [m for m in ('torch', 'sentence_transformers', 'sklearn') if m in sys.modules])")
+             f"print(v.shape, [m for m in ('torch', 'sentence_transformers', 'sklearn', 'openvino.tools.ovc') "
+             f"if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 384) []"

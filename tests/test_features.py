@@ -23,6 +23,16 @@ def test_analyze_gives_lowercased_accent_free_unigrams_and_bigrams():
     assert features.analyze("") == []
 
 
+@given(st.text(max_size=60))
+def test_analyze_skips_accent_folding_only_where_it_changes_nothing(text):
+    import re
+    import unicodedata
+
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+    tokens = re.findall(r"(?u)\b\w\w+\b", folded)
+    assert features.analyze(text) == tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+
+
 def test_model_inputs_holds_text_and_embedding_columns():
     X = np.arange(6, dtype=float).reshape(3, 2)
     table = features.model_inputs(["a", "b", "c"], X)

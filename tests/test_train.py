@@ -106,3 +106,26 @@ def test_temperature_calibration_scales_a_linear_model_only(tmp_path):
     with pytest.raises(StanceError, match="temperature needs a multinomial linear classifier"):
         train.fit_classifier(X, y, groups, {"classifier": "knn", "grid": {}, "cv_folds": 3,
                                             "calibration": "temperature"}, 0)
+
+
+def test_parallel_grid_search_gives_the_same_model():
+    from pipeline.features import model_inputs
+
+    rng = np.random.default_rng(3)
+    y = np.array(["favor", "against", "none"] * 20)
+    texts = [f"{label} paragraph number {i} about sanctions" for i, label in enumerate(y)]
+    X = model_inputs(texts, rng.normal(size=(len(y), 4)) + (y == "favor")[:, None])
+    groups = np.array([f"d{i % 10}" for i in range(len(y))])
+    params = {"classifier": "logistic_regression", "features": "text+embedding", "grid": {"C": [0.1, 1.0, 10.0]},
+              "cv_folds": 3, "calibration": "temperature"}
+    one, one_summary = train.fit_classifier(X, y, groups, params, 0)
+    two, two_summary = train.fit_classifier(X, y, groups, {**params, "n_jobs": 2}, 0)
+    assert one_summary == two_summary
+    assert np.array_equal(one.predict_proba(X), two.predict_proba(X))
+
+
+@pytest.mark.parametrize("value", [0, 1.5, "all", True])
+def test_n_jobs_must_be_a_whole_number_other_than_zero(value):
+    with pytest.raises(StanceError, match=r"train.n_jobs must be a whole number other than 0 .*got"):
+        train.n_jobs({"n_jobs": value})
+    assert train.n_jobs({}) is None and train.n_jobs({"n_jobs": -1}) == -1
