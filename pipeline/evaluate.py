@@ -426,9 +426,12 @@ def evaluate(rows: list[dict], X: np.ndarray, y: np.ndarray, groups: np.ndarray,
             notes[spec["name"]] = str(exc)
     metrics["baselines"] = baselines
 
+    # The curve reports only argmax metrics, which temperature scaling never changes: skip fitting it.
+    curve_fit = (classifier_fitter({**train_params, "calibration": "none"}, seed)
+                 if calibration.lower() == "temperature" else main_fit)
     curve = learning_curve(
         y, settings["sizes"], seed,
-        lambda subset: cross_val_probabilities(main_fit, X, y, groups, folds, subset=subset),
+        lambda subset: cross_val_probabilities(curve_fit, X, y, groups, folds, subset=subset),
         full_probabilities=probabilities, groups=groups)
     return {
         "metrics": metrics,
