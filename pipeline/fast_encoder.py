@@ -150,14 +150,19 @@ def import_openvino():
     convert_model, which scoring never calls. Export imports openvino.tools.ovc itself."""
     if "openvino" in sys.modules:
         return sys.modules["openvino"]
-    block = "openvino.tools.ovc" not in sys.modules
-    if block:
+    if "openvino.tools.ovc" not in sys.modules:
         sys.modules["openvino.tools.ovc"] = None  # makes openvino's guarded import fail fast
-    try:
-        import openvino
-    finally:
-        if block and sys.modules.get("openvino.tools.ovc", False) is None:
-            del sys.modules["openvino.tools.ovc"]  # a later `import openvino.tools.ovc` works as usual
+        try:
+            import openvino
+
+            return openvino
+        except ImportError:
+            pass  # an openvino that needs its tools at import time (or none): the usual import decides
+        finally:
+            if sys.modules.get("openvino.tools.ovc", False) is None:
+                del sys.modules["openvino.tools.ovc"]  # a later `import openvino.tools.ovc` works as usual
+    import openvino
+
     return openvino
 
 

@@ -140,12 +140,12 @@ def is_boilerplate(block: str, min_words: int = DEFAULT_MIN_WORDS) -> bool:
         return True
     if not _SENTENCE_END.search(text) and words < 25:  # headings, menus, titles
         return True
-    if any(pattern.search(text) and words <= limit for pattern, limit in _BOILERPLATE):
+    # Word counts first: most prose paragraphs are longer than every limit, so no pattern runs.
+    if any(words <= limit and pattern.search(text) for pattern, limit in _BOILERPLATE):
         return True
-    byline = _BYLINE.match(text)
-    if byline and words <= 14 and _BYLINE_NAMES.match(text).group(1)[0].isupper():
+    if words <= 14 and _BYLINE.match(text) and _BYLINE_NAMES.match(text).group(1)[0].isupper():
         return True
-    return bool(_BIO.match(text)) and words <= 90
+    return words <= 90 and bool(_BIO.match(text))
 
 
 def split_paragraphs(text: str, min_words: int = DEFAULT_MIN_WORDS, title: str = "") -> list[str]:

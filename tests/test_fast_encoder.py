@@ -4,6 +4,7 @@ check (with a tiny synthetic network), and one end-to-end export of the real pac
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -174,6 +175,20 @@ def test_openvino_is_imported_without_its_conversion_tools_which_still_import_la
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "False", "True"]
+
+
+def test_an_openvino_that_needs_its_tools_at_import_is_imported_the_usual_way(tmp_path):
+    package = tmp_path / "openvino"
+    (package / "tools" / "ovc").mkdir(parents=True)
+    (package / "__init__.py").write_text("from openvino.tools.ovc import convert_model\n")
+    (package / "tools" / "__init__.py").write_text("")
+    (package / "tools" / "ovc" / "__init__.py").write_text("convert_model = 'converter'\n")
+    probe = ("from pipeline.fast_encoder import import_openvino; ov = import_openvino(); "
+             "print(ov.__file__.startswith(%r), ov.convert_model)" % str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "converter"]
 
 
 def test_an_export_that_agrees_is_installed_and_one_that_does_not_is_refused(tmp_path):
