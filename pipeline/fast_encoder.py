@@ -360,7 +360,7 @@ def convert_with_torch(location: Path, probes: Sequence[str]):
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape checks that are constant here
         converted = convert_model(_hidden_states_module(auto_model), example_input=example,
-                                     input=[(name, [-1, -1], ov.Type.i64) for name in names])
+                                  input=[(name, [-1, -1], ov.Type.i64) for name in names])
     return converted, reference, {"torch": torch.__version__}
 
 
