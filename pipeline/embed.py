@@ -240,17 +240,38 @@ def make_embedder(params: dict, **overrides) -> Embedder:
 def embed_corpus(records: list[dict], embedder: Embedder, cache: EmbeddingCache | None = None):
     """The paragraphs table (id, doc, kind, text) with an `embedding` column, as a `pyarrow.Table`.
 
-    Plain pyarrow rather than a `datasets.Dataset`: importing `datasets` alone took 1.3 s, most of
-    an incremental embed run (benchmarks/run.py, retraining after 10 new labels).
+    Plain pyarrow rather than a `datasets.Dataset` (importing `datasets` took 1.3 s), and built from
+    buffers rather than with `pa.array`, which imports pandas (0.9 s) to inspect its input: an
+    incremental embed run is mostly start-up time (benchmarks/run.py, retraining after 10 new labels).
     """
     import pyarrow as pa
 
     columns = {k: [r[k] for r in records] for k in ("id", "doc", "kind", "text")}
     vectors = embed_texts(columns["text"], embedder, cache)  # the encoder sorts all texts by length
     width = vectors.shape[1] if vectors.ndim == 2 else 0
-    offsets = pa.array(np.arange(len(records) + 1, dtype=np.int32) * width)
-    embedding = pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)))
-    return pa.table({**{k: pa.array(v, type=pa.string()) for k, v in columns.items()}, "embedding": embedding})
+    values = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1)
+    embedding = pa.ListArray.from_arrays(
+        _buffer_array(pa.int32(), np.arange(len(records) + 1, dtype=np.int32) * width),
+        _buffer_array(pa.float32(), values))
+    return pa.table({**{k: string_array(v) for k, v in columns.items()}, "embedding": embedding})
+
+
+def _buffer_array(kind, values: np.ndarray):
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
+
+
+def string_array(values: Sequence[str]):
+    """`pa.array(values, type=pa.string())`, built from buffers (no pandas import)."""
+    import pyarrow as pa
+
+    data = [str(v).encode("utf-8") for v in values]
+    ends = np.cumsum(np.fromiter(map(len, data), dtype=np.int64, count=len(data)))
+    if len(data) and ends[-1] >= 2**31:  # beyond 32-bit offsets: let pyarrow decide
+        return pa.array(list(values), type=pa.string())
+    offsets = np.concatenate([[0], ends]).astype(np.int32)
+    return pa.StringArray.from_buffers(len(data), pa.py_buffer(offsets), pa.py_buffer(b"".join(data)))
 
 
 def run(params: dict, embedder: Embedder | None = None) -> Path:

@@ -161,3 +161,30 @@ def test_score_with_an_unknown_backend_is_a_one_line_error(trained_project, tmp_
     result = CliRunner().invoke(app, ["score", str(document), "--params", params, "--backend", "onnx"])
     assert result.exit_code == 1
     assert "error: unknown embedding backend 'onnx' (expected one of auto, torch, openvino)" in result.output
+
+
+def test_string_array_matches_pyarrow():
+    import pyarrow as pa
+
+    from pipeline.embed import string_array
+
+    for values in (["Café", "", "北京 and Washington", "a\nb"], []):
+        built = string_array(values)
+        assert built.type == pa.string() and built.equals(pa.array(values, type=pa.string()))
+
+
+def test_the_embed_stage_writes_its_table_without_importing_pandas(project, tmp_path):
+    """An incremental embed run is mostly start-up: pandas (0.9 s) must stay out of it."""
+    from pipeline import prepare
+
+    prepare.run(project)
+    probe = ("import sys, json; import numpy as np; from pipeline import embed; "
+             "from pipeline.files import load_params; "
+             "E = type('E', (), {'identity': 'fake@1', 'batch_size': 8, "
+             "'encode': lambda self, t: np.ones((len(t), 3), dtype=np.float32)}); "
+             "embed.run(load_params('params.yaml'), E()); pandas = 'pandas' in sys.modules; "
+             "rows, matrix, identity = embed.load_embeddings(load_params('params.yaml')['paths']['embeddings']); "
+             "print(matrix.shape[1], identity, pandas)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["3", "fake@1", "False"]
