@@ -165,6 +165,49 @@ def batch_sweep(params: dict, backend: str, precision: str, texts: list[str], re
     return [{"batch_size": size, "paragraphs_per_s": round(len(texts) / best[size], 1)} for size in sizes]
 
 
+# -- what the processor allows ------------------------------------------------------------------
+def encoder_flops(texts: list[str]) -> dict:
+    """Multiply-add work of the default model per paragraph (2 FLOPs per multiply-add), from its
+    config and the real (truncated) token counts: per layer the Q/K/V/output projections
+    (8 n H^2), the feed-forward (4 n H I) and the attention products (4 n^2 H). Padding excluded."""
+    from pipeline.fast_encoder import encoder_layout, load_tokenizer
+
+    location = Path(embed.resolve_model("default"))
+    config = json.loads((location / "config.json").read_text(encoding="utf-8"))
+    layers, hidden, inner = config["num_hidden_layers"], config["hidden_size"], config["intermediate_size"]
+    tokenizer = load_tokenizer(location / "tokenizer.json", encoder_layout(location).max_length)
+    n = np.array([len(e.ids) for e in tokenizer.encode_batch(texts)], dtype=np.float64)
+    per_paragraph = layers * (8 * n * hidden**2 + 4 * n * hidden * inner + 4 * n**2 * hidden)
+    return {"layers": layers, "hidden": hidden, "intermediate": inner,
+            "gflop_per_paragraph": round(float(per_paragraph.mean()) / 1e9, 3)}
+
+
+def fp32_matmul_peak(repeats: int = 5, size: int = 2048) -> float:
+    """GFLOP/s of a large fp32 matrix product on all cores (numpy's BLAS): a practical ceiling
+    for any fp32 inference on this CPU, which spends most of its time in such products."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    with threadpool_limits(limits=os.cpu_count()):
+        a @ b
+        seconds = best_of(repeats, lambda: a @ b)
+    return round(2 * size**3 / seconds / 1e9, 1)
+
+
+def compute_bound(raw_rows: list[dict], flops: dict, peak: float) -> dict:
+    """Each raw-encode path's useful GFLOP/s and its share of the fp32 matmul peak, and what
+    3x PyTorch fp32 would need."""
+    per = flops["gflop_per_paragraph"]
+    rows = {f"{r['backend']}-{r['precision']}": {"gflop_per_s": round(r["paragraphs_per_s"] * per, 1),
+                                                 "share_of_fp32_peak": round(r["paragraphs_per_s"] * per / peak, 2)}
+            for r in raw_rows}
+    torch_fp32 = next(r["paragraphs_per_s"] for r in raw_rows if (r["backend"], r["precision"]) == ("torch", "fp32"))
+    return {**flops, "fp32_matmul_peak_gflop_per_s": peak, "paths": rows,
+            "three_times_torch_fp32_needs_gflop_per_s": round(3 * torch_fp32 * per, 1),
+            "three_times_torch_fp32_share_of_fp32_peak": round(3 * torch_fp32 * per / peak, 2)}
+
+
 # -- 3: f_avg on the real corpus --------------------------------------------------------------
 def f_avg_comparison(params: dict, embedders: dict, default_key: tuple[str, str]) -> dict:
     from threadpoolctl import threadpool_limits
@@ -328,6 +371,14 @@ def markdown(report: dict) -> str:
     for row in report["raw_encode"]:
         name = f"{row['backend']} {row['precision']}" + (" **(default here)**" if f"{row['backend']}-{row['precision']}" == default else "")
         lines.append(f"| {name} | {row['batch_size']} | {row['paragraphs_per_s']} | {row['speedup_vs_torch_fp32']} | {row['cosine_to_fp32_min']} |")
+    b = report.get("compute_bound")
+    if b:
+        lines += ["", f"Useful work: {b['gflop_per_paragraph']} GFLOP per paragraph ({b['layers']} layers, hidden "
+                  f"{b['hidden']}, real token counts, padding excluded). A large fp32 matrix product reaches "
+                  f"{b['fp32_matmul_peak_gflop_per_s']} GFLOP/s on this CPU; "
+                  + ", ".join(f"{k} {v['gflop_per_s']} GFLOP/s ({v['share_of_fp32_peak']:.0%})" for k, v in b["paths"].items())
+                  + f". 3x PyTorch fp32 would need {b['three_times_torch_fp32_needs_gflop_per_s']} GFLOP/s = "
+                  f"{b['three_times_torch_fp32_share_of_fp32_peak']:.0%} of that fp32 peak."]
     lines += ["", "| measurement | value |", "|---|---|"]
     sweep = ", ".join(f"{r['batch_size']}: {r['paragraphs_per_s']}" for r in report["batch_sweep"])
     lines.append(f"| default path, paragraphs/s by batch size | {sweep} |")
@@ -390,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         report["export"] = {k: manifest.get(k) for k in ("export_seconds", "agreement_min_cosine", "agreement_floor", "openvino")}
 
     report["raw_encode"], embedders = raw_throughput(params, texts, args.repeats)
+    log("fp32 matrix-product peak of this CPU ...")
+    report["compute_bound"] = compute_bound(report["raw_encode"], encoder_flops(texts), fp32_matmul_peak())
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     report["batch_sweep"] = batch_sweep(params, *default_key, texts[: max(len(texts) // 2, 64)], args.repeats, sizes)
     report["f_avg"] = f_avg_comparison(params, embedders, default_key)

@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -212,16 +213,49 @@ class OpenVINOEmbedder:
         self._request = None  # an openvino AsyncInferQueue once loaded
         self._layout: EncoderLayout | None = None
         self._inputs: list[str] = []
+        self._loader: threading.Thread | None = None  # see start_loading
+        self._load_error: BaseException | None = None
 
     def __getstate__(self):  # picklable before and after loading (workers load their own copy)
+        self.wait_loaded(raise_errors=False)
         state = dict(self.__dict__)
-        state.update(_tokenizer=None, _request=None)
+        state.update(_tokenizer=None, _request=None, _loader=None, _load_error=None)
         return state
 
     # -- loading -------------------------------------------------------------------------
-    def _load(self):
-        if self._request is not None:
+    def start_loading(self) -> None:
+        """Start loading in a background thread, so that the caller can read its inputs meanwhile
+        (OpenVINO compiles without holding the GIL); `encode` waits for it. Only an existing
+        export is loaded this way: making one (first use) stays in the foreground, where it prints."""
+        if self._request is not None or self._loader is not None:
             return
+
+        def load() -> None:
+            try:
+                self._load_now(export=False)
+            except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits for it
+                self._load_error = exc
+
+        self._loader = threading.Thread(target=load, name="stance-model-load")
+        self._loader.start()
+
+    def wait_loaded(self, raise_errors: bool = True) -> None:
+        """Wait for `start_loading`'s thread, if any, and raise what it raised."""
+        if self._loader is None:
+            return
+        self._loader.join()
+        self._loader = None
+        error, self._load_error = self._load_error, None
+        if error is not None and raise_errors:
+            raise error
+
+    def _load(self):
+        self.wait_loaded()
+        if self._request is None:
+            self._load_now(export=True)
+
+    def _load_now(self, export: bool) -> None:
+        """Load the export (making it first if `export`; otherwise a missing one is left for later)."""
         ov = import_openvino()
 
         location = Path(resolve_model(self.spec))
@@ -229,7 +263,10 @@ class OpenVINOEmbedder:
         if layout is None:
             raise StanceError(f"embedding model {self.spec!r}: not a local sentence-transformers model the "
                               f"OpenVINO backend can run (set embedding.backend: torch)")
-        directory = ensure_export(location, self.model_identity, layout, self.export_root, ov)
+        directory = (ensure_export(location, self.model_identity, layout, self.export_root, ov) if export
+                     else existing_export(self.model_identity, self.export_root, ov))
+        if directory is None:
+            return
         core = ov.Core()
         try:
             core.set_property({"CACHE_DIR": str(directory / "compiled")})
@@ -286,13 +323,20 @@ class OpenVINOEmbedder:
 
 
 # -- export ------------------------------------------------------------------------------------
+def existing_export(identity: str, root: Path, ov=None) -> Path | None:
+    """The valid export directory for this model and OpenVINO version, or None."""
+    if ov is None:
+        ov = import_openvino()
+    directory = Path(root) / export_key(identity, ov.get_version())
+    return directory if _valid_manifest(_read_json(directory / "manifest.json"), directory, identity) else None
+
+
 def ensure_export(location: Path, identity: str, layout: EncoderLayout, root: Path, ov=None) -> Path:
     """The export directory for this model and OpenVINO version, exporting it first if missing."""
     if ov is None:
         ov = import_openvino()
     directory = Path(root) / export_key(identity, ov.get_version())
-    manifest = _read_json(directory / "manifest.json")
-    if _valid_manifest(manifest, directory, identity):
+    if existing_export(identity, root, ov) is not None:
         return directory
     print(f"exporting {identity} to OpenVINO in {directory} (once; checked against PyTorch)...", file=sys.stderr)
     export_model(location, identity, layout, directory)

@@ -167,6 +167,14 @@ def to_table(results: list[dict], color: bool = False, width: int = 80, uncertai
     return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())
 
 
+def prepare(fmt: str) -> None:
+    """Import what rendering `fmt` needs ahead of time (rich, for the table: ~0.05 s that
+    `stance score` spends while its model is still loading in the background)."""
+    if fmt == "table":
+        import rich.console  # noqa: F401
+        import rich.table  # noqa: F401
+
+
 def render(results: list[dict], fmt: str, color: bool = False, width: int = 80,
            uncertain_below: float | None = None) -> str:
     if fmt == "json":

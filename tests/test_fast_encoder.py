@@ -220,6 +220,52 @@ def test_a_valid_export_is_reused_not_rebuilt(tmp_path, monkeypatch):
     assert fast_encoder.ensure_export(MODEL_DIR, "tiny@1", layout, tmp_path) == directory
 
 
+def tiny_model_with_export(root: Path) -> tuple[Path, EncoderLayout]:
+    """A sentence-transformers model directory and its installed export (the tiny network)."""
+    import openvino as ov
+
+    model_dir = write_st_model(root / "model", [TRANSFORMER, POOLING],
+                               {"word_embedding_dimension": 2, "pooling_mode_mean_tokens": True})
+    layout = encoder_layout(model_dir)
+    identity = fast_encoder.model_identity(str(model_dir))
+    probes = ["one probe", "another, longer probe text"]
+    fast_encoder.install_export(tiny_network(), model_dir, identity, layout,
+                                root / "exports" / fast_encoder.export_key(identity, ov.get_version()),
+                                probes, tiny_reference(probes, layout))
+    return model_dir, layout
+
+
+def test_loading_in_the_background_gives_the_same_vectors(tmp_path):
+    model_dir, layout = tiny_model_with_export(tmp_path)
+    texts = ["Beijing and Washington", "a longer text about sanctions, talks and the peninsula", "short"]
+    foreground = OpenVINOEmbedder(str(model_dir), batch_size=2, export_dir=tmp_path / "exports")
+    background = OpenVINOEmbedder(str(model_dir), batch_size=2, export_dir=tmp_path / "exports")
+    background.start_loading()
+    background.start_loading()  # a second call does not start a second load
+    vectors = background.encode(texts)
+    assert background._loader is None and background._request is not None
+    np.testing.assert_allclose(vectors, foreground.encode(texts), rtol=1e-6)
+    np.testing.assert_allclose(vectors, tiny_reference(texts, layout), rtol=1e-5)
+
+
+def test_a_background_load_leaves_a_missing_export_to_the_foreground_and_reports_errors(tmp_path):
+    import pickle
+
+    encoder = OpenVINOEmbedder(str(MODEL_DIR), export_dir=tmp_path / "exports")
+    encoder.start_loading()
+    copy = pickle.loads(pickle.dumps(encoder))  # waits for the load; the copy loads its own
+    encoder.wait_loaded()
+    assert encoder._request is None and copy._request is None and copy._loader is None
+    assert not (tmp_path / "exports").exists()  # exporting (20 s, prints) never runs in the background
+
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    broken = OpenVINOEmbedder(str(not_a_model), export_dir=tmp_path / "exports")
+    broken.start_loading()
+    with pytest.raises(StanceError, match="not a local sentence-transformers model"):
+        broken.encode(["text"])  # the background thread's error reaches the caller
+
+
 @pytest.mark.e2e
 def test_real_export_agrees_with_pytorch_and_scores_without_torch(tmp_path):
     """Export the packaged model (once, ~20 s), compare with sentence-transformers, and check that a

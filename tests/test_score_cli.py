@@ -197,6 +197,28 @@ def test_progress_bars_do_not_touch_stdout(project, loads, tmp_path, capsys):
     assert all(line.startswith("{") for line in out.splitlines())
 
 
+def test_the_console_command_ends_a_finished_score_at_once_after_flushing(project, loads, monkeypatch):
+    from pipeline import cli
+
+    class Ended(Exception):
+        pass
+
+    codes = []
+
+    def end(code):
+        codes.append(code)
+        raise Ended
+
+    monkeypatch.setattr("os._exit", end)
+    monkeypatch.setattr(cli, "_console_process", True)  # as under `main`, the `stance` command
+    result = score(project, str(EXAMPLES / "oped-joint-pressure.txt"), "-f", "json")
+    assert isinstance(result.exception, Ended) and codes == [0]
+    assert json.loads(result.stdout)[0]["paragraphs"]  # the whole output was written first
+    monkeypatch.setattr(cli, "_console_process", False)  # in-process callers (tests) are never ended
+    assert score(project, str(EXAMPLES / "oped-joint-pressure.txt"), "-f", "json").exit_code == 0
+    assert codes == [0]
+
+
 def test_missing_model_is_a_clear_error(loads, tmp_path):
     write_project(tmp_path / "fresh")
     result = score(tmp_path / "fresh" / "params.yaml", "-", input=ARTICLE)
@@ -278,3 +300,9 @@ def test_examples_scored_with_the_packaged_model(tmp_path):
     assert len(off_topic) <= 5, off_topic  # the op-eds themselves are in domain
     for name in ("oped-joint-pressure.txt", "saved-page-beijing-hedges.html"):
         assert documents[name]["verdict"] in ("favor", "against") and documents[name]["out_of_domain_paragraphs"] == 0
+    # The `stance` command in its own process (background model load, immediate exit) prints the same.
+    command = [sys.executable, "-c", "from pipeline.cli import main; main()", "score", str(EXAMPLES), "--explain",
+               "-f", "json", "--params", str(tmp_path / "project" / "params.yaml")]
+    process = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert process.returncode == 0, process.stderr
+    assert json.loads(process.stdout) == json.loads(result.stdout)
