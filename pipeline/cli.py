@@ -58,6 +58,8 @@ def embed(params: Path = ParamsOption) -> None:
     from pipeline import embed as stage
 
     _run(lambda: typer.echo(f"wrote {stage.run(_params(params))}", err=True))
+    if _console_process:
+        exit_now(0)
 
 
 @app.command()
@@ -253,8 +255,9 @@ _console_process = False  # True when `main` runs this process (not under a test
 
 
 def exit_now(code: int) -> None:
-    """End a finished `stance score` process at once: its output is written and flushed, and all
-    that is left is freeing the model (OpenVINO's teardown: ~0.1 s of a ~1 s cold start)."""
+    """End a finished `stance score` or `stance embed` process at once: its output is written
+    (atomically) and flushed, and all that is left is freeing the model (OpenVINO's teardown:
+    ~0.1 s of a ~1 s cold start)."""
     import os
 
     try:

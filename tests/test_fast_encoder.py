@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import fast_encoder
 from pipeline.errors import StanceError
@@ -119,6 +121,18 @@ def test_batches_are_sorted_by_length_and_results_come_back_in_input_order():
     np.testing.assert_allclose(batched, single, rtol=1e-6)  # padding never leaks into a vector
     assert queue.widths == sorted(queue.widths, reverse=True) and len(queue.widths) == 3
     assert encoder.encode([]).shape[0] == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(count=st.integers(1, 3000), streams=st.integers(1, 8), batch_size=st.integers(1, 64))
+def test_batches_keep_every_stream_busy_and_never_exceed_the_batch_size(count, streams, batch_size):
+    encoder = OpenVINOEmbedder(batch_size=batch_size, precision="fp32", export_dir="unused")
+    encoder._request = [None] * streams  # what matters of an AsyncInferQueue here: its length
+    batches = encoder.batch_count(count)
+    largest = max(len(b) for b in np.array_split(np.arange(count), batches))
+    assert largest <= batch_size and batches <= count
+    assert batches % streams == 0 or batches == count  # no stream idles while another works
+    assert batches < -(-count // batch_size) + streams  # and no more batches than that needs
 
 
 def test_identity_shares_the_model_part_with_the_torch_backend():
