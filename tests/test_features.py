@@ -37,6 +37,7 @@ def test_model_inputs_holds_text_and_embedding_columns():
     X = np.arange(6, dtype=float).reshape(3, 2)
     table = features.model_inputs(["a", "b", "c"], X)
     assert list(table.columns) == ["text", "e0", "e1"]
+    assert table["text"].dtype == object and table.columns.dtype == object  # not Arrow strings: slow to iterate
     assert np.array_equal(features.embedding_part(table), X)
     assert features.take(table, [2, 0])["text"].tolist() == ["c", "a"]
     with pytest.raises(ValueError, match="3 texts but embeddings of shape"):
