@@ -232,7 +232,7 @@ class OpenVINOEmbedder:
 
         def load() -> None:
             try:
-                self._load_now(export=False)
+                self._load_now(export=False, tokenizer=False)  # `_load` reads the tokenizer meanwhile
             except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits for it
                 self._load_error = exc
 
@@ -250,12 +250,18 @@ class OpenVINOEmbedder:
             raise error
 
     def _load(self):
+        if self._loader is not None and self._tokenizer is None:  # while OpenVINO compiles (no GIL held)
+            location = Path(resolve_model(self.spec))  # the export's tokenizer.json is a copy of this one
+            layout = encoder_layout(location) if location.is_dir() else None
+            if layout is not None:
+                self._tokenizer = load_tokenizer(location / "tokenizer.json", layout.max_length)
         self.wait_loaded()
-        if self._request is None:
+        if self._request is None or self._tokenizer is None:
             self._load_now(export=True)
 
-    def _load_now(self, export: bool) -> None:
-        """Load the export (making it first if `export`; otherwise a missing one is left for later)."""
+    def _load_now(self, export: bool, tokenizer: bool = True) -> None:
+        """Load the export (making it first if `export`; otherwise a missing one is left for later)
+        and, if `tokenizer`, its tokenizer."""
         ov = import_openvino()
 
         location = Path(resolve_model(self.spec))
@@ -280,7 +286,8 @@ class OpenVINOEmbedder:
                               f"removed and will be re-exported on the next run") from None
         self._inputs = [port.get_any_name() for port in compiled.inputs]
         self._request = ov.AsyncInferQueue(compiled, 0)  # one request per stream
-        self._tokenizer = load_tokenizer(directory / "tokenizer.json", layout.max_length)
+        if tokenizer:
+            self._tokenizer = load_tokenizer(directory / "tokenizer.json", layout.max_length)
         self._layout = layout
         self.export_path = directory
 
