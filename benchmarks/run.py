@@ -5,7 +5,8 @@
 
 Measures, on a generated corpus of realistic op-ed paragraphs (benchmarks/corpus.py):
   1. raw `encode` throughput of every precision/backend (torch/openvino x fp32/bf16) and each
-     path's cosine to PyTorch fp32;
+     path's cosine to PyTorch fp32; the useful GFLOP/s of each path (the model's multiply-adds for
+     the real token counts) against a large fp32 matrix product on all cores, this CPU's ceiling;
   2. the default path's throughput for several batch sizes (texts sorted by length);
   3. grouped-CV f_avg on the real labelled corpus with fp32 and with the default path;
   4. retraining (prepare, embed, train, evaluate) from scratch and after adding 10 labelled
