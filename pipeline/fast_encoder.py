@@ -249,10 +249,14 @@ class OpenVINOEmbedder:
         if error is not None and raise_errors:
             raise error
 
+    def _source(self) -> tuple[Path, EncoderLayout | None]:
+        """The model directory and its layout (None when this module cannot run it)."""
+        location = Path(resolve_model(self.spec))
+        return location, encoder_layout(location) if location.is_dir() else None
+
     def _load(self):
         if self._loader is not None and self._tokenizer is None:  # while OpenVINO compiles (no GIL held)
-            location = Path(resolve_model(self.spec))  # the export's tokenizer.json is a copy of this one
-            layout = encoder_layout(location) if location.is_dir() else None
+            location, layout = self._source()  # the export's tokenizer.json is a copy of this one's
             if layout is not None:
                 self._tokenizer = load_tokenizer(location / "tokenizer.json", layout.max_length)
         self.wait_loaded()
@@ -264,8 +268,7 @@ class OpenVINOEmbedder:
         and, if `tokenizer`, its tokenizer."""
         ov = import_openvino()
 
-        location = Path(resolve_model(self.spec))
-        layout = encoder_layout(location) if location.is_dir() else None
+        location, layout = self._source()
         if layout is None:
             raise StanceError(f"embedding model {self.spec!r}: not a local sentence-transformers model the "
                               f"OpenVINO backend can run (set embedding.backend: torch)")
