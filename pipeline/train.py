@@ -133,8 +133,6 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
     `apply_temperature`); with sigmoid or isotonic it is wrapped in CalibratedClassifierCV whose
     calibration folds are the same document-grouped folds; none: no recalibration.
     """
-    from sklearn.model_selection import GridSearchCV
-
     calibration = str(train_params.get("calibration") or "none").lower()
     if calibration not in CALIBRATIONS:
         raise StanceError(f"params.yaml: unknown train.calibration {calibration!r} "
@@ -146,34 +144,55 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
     grid = grid_for_pipeline(train_params.get("grid"))
     metric = train_params.get("selection_metric", "f_avg")
     jobs = n_jobs(train_params)
-    search = GridSearchCV(estimator, grid or {}, scoring=scorer(metric), cv=folds, refit=True, n_jobs=jobs,
-                          error_score="raise")
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):  # many small fits: BLAS threads only contend (10x slower on a busy CPU)
-        search.fit(X, y)
+        best, best_params, best_score, candidates, decisions = _search(
+            estimator, grid, X, y, folds, scorer(metric), jobs, calibration == "temperature")
     summary = {
         "selection_metric": metric,
-        "best_params": {_short(k): _plain(v) for k, v in search.best_params_.items()},
-        "best_score": round(float(search.best_score_), 4),
+        "best_params": {_short(k): _plain(v) for k, v in best_params.items()},
+        "best_score": round(float(best_score), 4),
         "folds": len(folds),
         "candidates": [{"params": {_short(k): _plain(v) for k, v in p.items()}, "mean_score": round(float(s), 4)}
-                       for p, s in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"])],
+                       for p, s in candidates],
         "calibration": calibration,
     }
     if calibration == "none":
-        return search.best_estimator_, summary
+        return best, summary
     if calibration == "temperature":
         with threadpool_limits(limits=1):
-            summary["temperature"] = round(apply_temperature(search.best_estimator_, X, y, folds, jobs), 4)
-        return search.best_estimator_, summary
+            summary["temperature"] = round(apply_temperature(best, X, y, folds, jobs, decisions), 4)
+        return best, summary
     from sklearn.base import clone
     from sklearn.calibration import CalibratedClassifierCV
 
-    calibrated = CalibratedClassifierCV(clone(search.best_estimator_), method=calibration, cv=folds, n_jobs=jobs)
+    calibrated = CalibratedClassifierCV(clone(best), method=calibration, cv=folds, n_jobs=jobs)
     with threadpool_limits(limits=1):
         calibrated.fit(X, y)
     return calibrated, summary
+
+
+def _search(estimator, grid: dict, X, y: np.ndarray, folds, scoring, jobs: int | None, decisions: bool):
+    """The grouped grid search: (winner refitted on all rows, its params, its mean score,
+    [(params, mean score)] of every candidate, the winner's out-of-fold decision values or None).
+
+    Classifier-only grids share each fold's features across candidates (`pipeline.search`);
+    a grid that also varies the features goes through GridSearchCV.
+    """
+    from pipeline.search import grouped_search, shares_features
+
+    if shares_features(grid):
+        decisions = decisions and hasattr(estimator.named_steps["classifier"], "decision_function")
+        found = grouped_search(estimator, grid, X, y, folds, scoring, jobs, decisions)
+        return (found.best_estimator, found.best_params, found.best_score,
+                list(zip(found.candidates, found.mean_scores)), found.decisions)
+    from sklearn.model_selection import GridSearchCV
+
+    search = GridSearchCV(estimator, grid, scoring=scoring, cv=folds, refit=True, n_jobs=jobs, error_score="raise")
+    search.fit(X, y)
+    candidates = list(zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]))
+    return search.best_estimator_, search.best_params_, search.best_score_, candidates, None
 
 
 def fit_temperature(scores: np.ndarray, y: np.ndarray, classes) -> float:
@@ -190,7 +209,8 @@ def fit_temperature(scores: np.ndarray, y: np.ndarray, classes) -> float:
     return float(np.exp(minimize_scalar(loss, bounds=(-3.0, 3.0), method="bounded").x))
 
 
-def apply_temperature(estimator, X, y: np.ndarray, folds, jobs: int | None = None) -> float:
+def apply_temperature(estimator, X, y: np.ndarray, folds, jobs: int | None = None,
+                      decisions: np.ndarray | None = None) -> float:
     """Temperature-scale a fitted Pipeline ending in a multinomial linear classifier, in place.
 
     T is fitted on out-of-fold decision values of the same document-grouped folds; dividing the
@@ -205,7 +225,9 @@ def apply_temperature(estimator, X, y: np.ndarray, folds, jobs: int | None = Non
     if coef is None or coef.shape[0] != len(classifier.classes_) or len(classifier.classes_) < 3:
         raise StanceError("params.yaml: train.calibration temperature needs a multinomial linear classifier "
                           "(logistic_regression on three labels); use sigmoid or isotonic")
-    scores = cross_val_predict(clone(estimator), X, y, cv=folds, method="decision_function", n_jobs=jobs)
+    scores = decisions  # the search's out-of-fold decision values of this very model, when it kept them
+    if scores is None:
+        scores = cross_val_predict(clone(estimator), X, y, cv=folds, method="decision_function", n_jobs=jobs)
     temperature = fit_temperature(scores, y, classifier.classes_)
     classifier.coef_ = classifier.coef_ / temperature
     classifier.intercept_ = classifier.intercept_ / temperature

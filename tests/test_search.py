@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from pipeline import train
+from pipeline.features import model_inputs
+from pipeline.search import grouped_search, shares_features
+
+
+def _data(seed: int = 4, n: int = 60):
+    rng = np.random.default_rng(seed)
+    y = np.array(["favor", "against", "none"] * (n // 3))
+    words = {"favor": "cooperate jointly", "against": "sanctions pressure", "none": "weather report"}
+    texts = [f"{words[label] if rng.random() < 0.6 else 'mixed signals'} paragraph {i % 7}"
+             for i, label in enumerate(y)]
+    X = model_inputs(texts, rng.normal(size=(n, 5)) + (y == "favor")[:, None] * 0.8)
+    groups = np.array([f"d{i % 12}" for i in range(n)])
+    return X, y, groups
+
+
+def test_same_choice_scores_model_and_decisions_as_gridsearchcv():
+    from sklearn.model_selection import GridSearchCV, cross_val_predict
+
+    X, y, groups = _data()
+    folds = train.grouped_folds(y, groups, 4, seed=2)
+    pipeline = train.build_classifier("logistic_regression", {"class_weight": "balanced"}, 0, "text+embedding")
+    grid = {"classifier__C": [0.01, 0.3, 1.0, 30.0]}
+    scoring = train.scorer("f_avg")
+    found = grouped_search(pipeline, grid, X, y, folds, scoring, decisions=True)
+    reference = GridSearchCV(pipeline, grid, scoring=scoring, cv=folds, refit=True).fit(X, y)
+    assert found.best_params == reference.best_params_
+    assert found.best_score == reference.best_score_
+    assert found.mean_scores == list(reference.cv_results_["mean_test_score"])
+    assert np.array_equal(found.best_estimator.predict_proba(X), reference.best_estimator_.predict_proba(X))
+    expected = cross_val_predict(reference.best_estimator_, X, y, cv=folds, method="decision_function")
+    assert np.array_equal(found.decisions, expected)
+
+
+def test_ties_go_to_the_first_candidate_like_gridsearchcv():
+    X, y, groups = _data()
+    folds = train.grouped_folds(y, groups, 3, seed=0)
+    pipeline = train.build_classifier("knn", {}, 0)
+    found = grouped_search(pipeline, {"classifier__n_neighbors": [3, 3]}, X, y, folds, "accuracy")
+    assert found.mean_scores[0] == found.mean_scores[1] and found.best_params == {"classifier__n_neighbors": 3}
+    assert found.decisions is None
+
+
+def test_a_grid_over_the_features_is_refused():
+    X, y, groups = _data()
+    assert not shares_features({"features__embedding_weight": [1.0]}) and shares_features({})
+    with pytest.raises(ValueError, match="grid keys must all start with 'classifier__'"):
+        grouped_search(train.build_classifier("knn", {}, 0), {"features__x": [1]}, X, y, [], "accuracy")
+
+
+def test_fit_classifier_searches_feature_grids_with_gridsearchcv():
+    X, y, groups = _data()
+    params = {"classifier": "logistic_regression", "features": "text+embedding", "cv_folds": 3,
+              "grid": {"C": [1.0], "features__transformer_weights": [{"words": 1.0, "embedding": 0.1},
+                                                                     {"words": 1.0, "embedding": 2.0}]}}
+    estimator, summary = train.fit_classifier(X, y, groups, params, 0)
+    assert len(summary["candidates"]) == 2 and "features__transformer_weights" in summary["best_params"]
+    assert estimator.predict(X).shape == y.shape
+
+
+def test_decisions_are_left_out_when_a_training_part_lacks_a_class():
+    X, y, groups = _data()
+    y = np.where(groups == "d0", "against", np.where(y == "against", "none", y))  # against: in d0 only
+    only, rest = np.flatnonzero(groups == "d0"), np.flatnonzero(groups != "d0")
+    folds = [(rest, only), (np.arange(len(y)), rest[:5])]  # the first training part has no "against"
+    pipeline = train.build_classifier("logistic_regression", {}, 0)
+    found = grouped_search(pipeline, {"classifier__C": [1.0]}, X, y, folds, "accuracy", decisions=True)
+    assert found.decisions is None
+    assert grouped_search(pipeline, {"classifier__C": [1.0]}, X, y, folds[1:], "accuracy",
+                          decisions=True).decisions.shape == (len(y), 3)
