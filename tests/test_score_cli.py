@@ -238,8 +238,20 @@ def test_score_help_does_not_import_heavy_libraries():
 
 # --- end to end with the packaged model -------------------------------------------------------------
 
-def real_corpus_subset(root: Path, every: int = 5) -> dict:
-    """A project with every `every`-th document of the repository's corpus and its labels."""
+def _leaves(value, path: str = "") -> list[tuple[str, object]]:
+    """(path, value) of every scalar in a JSON document, in order."""
+    if isinstance(value, dict):
+        return [leaf for key, item in value.items() for leaf in _leaves(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [leaf for index, item in enumerate(value) for leaf in _leaves(item, f"{path}[{index}]")]
+    return [(path, value)]
+
+
+def real_corpus_subset(root: Path, every: int = 4) -> dict:
+    """A project with every `every`-th document of the repository's corpus and its labels.
+
+    About 200 labelled paragraphs: fewer make the out-of-domain threshold (a low percentile of
+    the training paragraphs' similarities) too noisy for the assertions below."""
     from pipeline import prepare
 
     raw = root / "data" / "raw"
@@ -305,4 +317,9 @@ def test_examples_scored_with_the_packaged_model(tmp_path):
                "-f", "json", "--params", str(tmp_path / "project" / "params.yaml")]
     process = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert process.returncode == 0, process.stderr
-    assert json.loads(process.stdout) == json.loads(result.stdout)
+    # Equal up to the last printed digit: float sums in another process (thread scheduling) can land
+    # a value such as 0.65095 on the other side of a rounding step.
+    console, in_process = _leaves(json.loads(process.stdout)), _leaves(json.loads(result.stdout))
+    assert [path for path, _ in console] == [path for path, _ in in_process]
+    for (path, got), (_, expected) in zip(console, in_process):
+        assert got == (pytest.approx(expected, abs=2e-4) if isinstance(expected, float) else expected), path
