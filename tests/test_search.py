@@ -38,10 +38,11 @@ def test_same_choice_scores_model_and_decisions_as_gridsearchcv():
 def test_ties_go_to_the_first_candidate_like_gridsearchcv():
     X, y, groups = _data()
     folds = train.grouped_folds(y, groups, 3, seed=0)
-    pipeline = train.build_classifier("knn", {}, 0)
-    found = grouped_search(pipeline, {"classifier__n_neighbors": [3, 3]}, X, y, folds, "accuracy")
-    assert found.mean_scores[0] == found.mean_scores[1] and found.best_params == {"classifier__n_neighbors": 3}
-    assert found.decisions is None
+    pipeline = train.build_classifier("logistic_regression", {}, 0)
+    grid = {"classifier__max_iter": [6000, 5000]}  # both converge to the same model: an exact tie
+    found = grouped_search(pipeline, grid, X, y, folds, "accuracy")
+    assert found.mean_scores[0] == found.mean_scores[1]
+    assert found.best_params == {"classifier__max_iter": 6000} and found.decisions is None
 
 
 def test_a_grid_over_the_features_is_refused():
