@@ -147,22 +147,22 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):  # many small fits: BLAS threads only contend (10x slower on a busy CPU)
-        best, best_params, best_score, candidates, decisions = _search(
-            estimator, grid, X, y, folds, scorer(metric), jobs, calibration == "temperature")
+        found = _search(estimator, grid, X, y, folds, scorer(metric), jobs, calibration == "temperature")
+    best = found.best_estimator
     summary = {
         "selection_metric": metric,
-        "best_params": {_short(k): _plain(v) for k, v in best_params.items()},
-        "best_score": round(float(best_score), 4),
+        "best_params": {_short(k): _plain(v) for k, v in found.best_params.items()},
+        "best_score": round(float(found.best_score), 4),
         "folds": len(folds),
         "candidates": [{"params": {_short(k): _plain(v) for k, v in p.items()}, "mean_score": round(float(s), 4)}
-                       for p, s in candidates],
+                       for p, s in zip(found.candidates, found.mean_scores)],
         "calibration": calibration,
     }
     if calibration == "none":
         return best, summary
     if calibration == "temperature":
         with threadpool_limits(limits=1):
-            summary["temperature"] = round(apply_temperature(best, X, y, folds, jobs, decisions), 4)
+            summary["temperature"] = round(apply_temperature(best, X, y, folds, jobs, found.decisions), 4)
         return best, summary
     from sklearn.base import clone
     from sklearn.calibration import CalibratedClassifierCV
@@ -174,25 +174,22 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
 
 
 def _search(estimator, grid: dict, X, y: np.ndarray, folds, scoring, jobs: int | None, decisions: bool):
-    """The grouped grid search: (winner refitted on all rows, its params, its mean score,
-    [(params, mean score)] of every candidate, the winner's out-of-fold decision values or None).
+    """The grouped grid search, as a `pipeline.search.SearchResult`.
 
     Classifier-only grids share each fold's features across candidates (`pipeline.search`);
-    a grid that also varies the features goes through GridSearchCV.
+    a grid that also varies the features goes through GridSearchCV (no out-of-fold decisions kept).
     """
-    from pipeline.search import grouped_search, shares_features
+    from pipeline.search import SearchResult, grouped_search, shares_features
 
     if shares_features(grid):
         decisions = decisions and hasattr(estimator.named_steps["classifier"], "decision_function")
-        found = grouped_search(estimator, grid, X, y, folds, scoring, jobs, decisions)
-        return (found.best_estimator, found.best_params, found.best_score,
-                list(zip(found.candidates, found.mean_scores)), found.decisions)
+        return grouped_search(estimator, grid, X, y, folds, scoring, jobs, decisions)
     from sklearn.model_selection import GridSearchCV
 
     search = GridSearchCV(estimator, grid, scoring=scoring, cv=folds, refit=True, n_jobs=jobs, error_score="raise")
     search.fit(X, y)
-    candidates = list(zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]))
-    return search.best_estimator_, search.best_params_, search.best_score_, candidates, None
+    return SearchResult(search.best_estimator_, search.best_params_, search.best_score_,
+                        list(search.cv_results_["params"]), list(search.cv_results_["mean_test_score"]))
 
 
 def fit_temperature(scores: np.ndarray, y: np.ndarray, classes) -> float:
