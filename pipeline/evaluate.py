@@ -405,8 +405,10 @@ def evaluate(rows: list[dict], X: np.ndarray, y: np.ndarray, groups: np.ndarray,
     metrics["by_kind"] = metrics_by_kind(rows, y, predicted)
 
     texts = np.array([r.get("text", "") for r in rows], dtype=object)
-    model_name = (f"{BUILT_IN[2]} ({train_params.get('classifier', 'logistic_regression')} on "
-                  f"{train_params.get('features', 'embedding')}")
+    features = train_params.get("features", "embedding")
+    if features == "text+embedding" and (train_params.get("feature_params") or {}).get("context_weight"):
+        features += "+document context"
+    model_name = f"{BUILT_IN[2]} ({train_params.get('classifier', 'logistic_regression')} on {features}"
     calibration = str(train_params.get("calibration") or "none")
     model_name += f", {calibration} calibration)" if calibration != "none" else ")"
     compared = [(BUILT_IN[0], majority_fitter(), X),

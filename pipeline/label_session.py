@@ -119,11 +119,13 @@ def model_guesses(params: dict, records: list[dict], embed: bool = True, embedde
         return {}, f"model not used: {exc}"
     trained = meta.get("embedding_model", "").split("/")[0]
     vectors: dict[str, np.ndarray] = {}
+    document_of = {r["id"]: r.get("doc", r["id"]) for r in records}
     stale = ""
     if Path(paths["embeddings"]).exists():
         rows, matrix, identity = load_embeddings(paths["embeddings"])
         if not identity or identity.split("/")[0] == trained:
             vectors = {row["id"]: matrix[i] for i, row in enumerate(rows)}
+            document_of = {**{row["id"]: row["doc"] for row in rows}, **document_of}
         else:
             stale = f"; {paths['embeddings']} is from {identity.split('/')[0]}, the model from {trained}"
     missing = [r for r in records if r["id"] not in vectors]
@@ -142,10 +144,14 @@ def model_guesses(params: dict, records: list[dict], embed: bool = True, embedde
     ids = [r["id"] for r in records if r["id"] in vectors]
     if not ids:
         return {}, f"no guesses: no embeddings match the model (run `dvc repro`){stale}"
-    from pipeline.features import model_inputs
+    from pipeline.features import document_context, model_inputs
 
+    known = list(vectors)  # each paragraph's document context comes from all of its document's paragraphs
+    context = dict(zip(known, document_context(np.stack([vectors[i] for i in known]),
+                                               [document_of.get(i, i) for i in known])))
     text_of = {r["id"]: r["text"] for r in records}
-    raw = estimator.predict_proba(model_inputs([text_of[i] for i in ids], np.stack([vectors[i] for i in ids])))
+    raw = estimator.predict_proba(model_inputs([text_of[i] for i in ids], np.stack([vectors[i] for i in ids]),
+                                               np.stack([context[i] for i in ids])))
     probabilities = np.zeros((len(ids), len(LABELS)))
     for j, label in enumerate(estimator.classes_):
         probabilities[:, LABELS.index(label)] = raw[:, j]

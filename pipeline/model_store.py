@@ -7,7 +7,7 @@ The joblib file is the model of record: its sha256 is written to the metadata an
 before every load, so a damaged or swapped file is refused before anything is unpickled.
 For a linear classifier (the default logistic regression) the metadata also carries the
 fitted coefficients (`linear`: float64, base64; with `train.features: text+embedding` also the
-TF-IDF vocabulary and idf) with a sha256 binding them to that joblib file's sha256, written only after they reproduce the estimator's `predict_proba` on probe
+TF-IDF vocabulary and idf, and the weight of the document context if the model reads it) with a sha256 binding them to that joblib file's sha256, written only after they reproduce the estimator's `predict_proba` on probe
 inputs. Loading then needs neither joblib nor scikit-learn (about 2 s of imports), which is
 what keeps a cold `stance score` under a second; the joblib file's sha256 is still verified.
 `load_model(..., sklearn=True)` always returns the unpickled estimator.
@@ -49,10 +49,12 @@ class LinearModel:
 
     `words` = (vocabulary, idf, embedding_weight) when the model reads the paragraph's words too
     (`train.features: text+embedding`): its features are then the TF-IDF of the words followed by
-    the embedding times `embedding_weight`, as `pipeline.features` builds them with sklearn.
+    the embedding times `embedding_weight`, as `pipeline.features` builds them with sklearn, and,
+    with a `context_weight`, the document context times `context_weight`.
     """
 
-    def __init__(self, kind: str, classes, coef: np.ndarray, intercept: np.ndarray, words=None):
+    def __init__(self, kind: str, classes, coef: np.ndarray, intercept: np.ndarray, words=None,
+                 context_weight: float | None = None):
         if kind not in LINEAR_KINDS:
             raise ValueError(f"unknown linear kind {kind!r}")
         self.kind = kind
@@ -60,20 +62,27 @@ class LinearModel:
         self.coef_ = np.asarray(coef, dtype=np.float64)
         self.intercept_ = np.asarray(intercept, dtype=np.float64)
         self.words = words
+        self.context_weight = context_weight
         self.n_features_in_ = self.coef_.shape[1]
 
-    def features(self, texts, X) -> np.ndarray:
+    def features(self, texts, X, context=None) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         if self.words is None:
             return X
         from pipeline.features import tfidf_numpy
 
         vocabulary, idf, weight = self.words
-        return np.hstack([tfidf_numpy(list(texts), vocabulary, idf), weight * X])
+        parts = [tfidf_numpy(list(texts), vocabulary, idf), weight * X]
+        if self.context_weight is not None:
+            if context is None:
+                raise ValueError("this model reads the document context: pass the context of each paragraph")
+            parts.append(self.context_weight * np.asarray(context, dtype=np.float64))
+        return np.hstack(parts)
 
-    def probabilities(self, texts, X) -> np.ndarray:
-        """Class probabilities (columns in `classes_` order) from paragraph texts and embeddings."""
-        scores = self.features(texts, X) @ self.coef_.T + self.intercept_
+    def probabilities(self, texts, X, context=None) -> np.ndarray:
+        """Class probabilities (columns in `classes_` order) from paragraph texts, embeddings and
+        (for a model that reads it) document context."""
+        scores = self.features(texts, X, context) @ self.coef_.T + self.intercept_
         if self.kind == "softmax":
             scores = np.exp(scores - scores.max(axis=1, keepdims=True))
             return scores / scores.sum(axis=1, keepdims=True)
@@ -85,12 +94,12 @@ class LinearModel:
     def predict_proba(self, inputs) -> np.ndarray:
         """Like the estimator: `inputs` is a `pipeline.features.model_inputs` table (or, for an
         embedding-only model, a plain embedding matrix)."""
-        from pipeline.features import embedding_part
+        from pipeline.features import context_part, embedding_part
 
         texts = inputs["text"].tolist() if hasattr(inputs, "columns") else [""] * len(inputs)
         if self.words is not None and not hasattr(inputs, "columns"):
             raise ValueError("this model reads paragraph texts: pass a model_inputs table")
-        return self.probabilities(texts, embedding_part(inputs))
+        return self.probabilities(texts, embedding_part(inputs), context_part(inputs))
 
     def predict(self, inputs) -> np.ndarray:
         return self.classes_[self.predict_proba(inputs).argmax(axis=1)]
@@ -110,37 +119,43 @@ def _linear_digest(payload: dict, model_sha256: str) -> str:
 
 
 def _feature_parts(estimator):
-    """(classifier, words) of a `pipeline.train.build_classifier` Pipeline (or a bare linear
-    classifier); words = (vocabulary, idf, embedding_weight) or None; None if not of that shape."""
+    """(classifier, words, context_weight) of a `pipeline.train.build_classifier` Pipeline (or a
+    bare linear classifier); words = (vocabulary, idf, embedding_weight) or None; context_weight a
+    float or None; None if not of that shape."""
     steps = getattr(estimator, "named_steps", None)
     if steps is None:
-        return estimator, None
+        return estimator, None, None
     if set(steps) != {"features", "classifier"}:
         return None
     step = steps["features"]
     if type(step).__name__ == "FunctionTransformer":
         from pipeline.features import embedding_part
 
-        return (steps["classifier"], None) if step.func is embedding_part else None
+        return (steps["classifier"], None, None) if step.func is embedding_part else None
     transformers = getattr(step, "transformers_", None)
     if type(step).__name__ != "ColumnTransformer" or not transformers or transformers[0][0] != "words":
+        return None
+    names = [name for name, part, _ in transformers if not (name == "remainder" and part == "drop")]
+    if names not in (["words", "embedding"], ["words", "embedding", "context"]):
         return None
     words = transformers[0][1]
     weights = step.transformer_weights or {}
     if weights.get("words", 1.0) != 1.0 or not hasattr(words, "idf_"):
         return None
+    context_weight = float(weights.get("context", 1.0)) if "context" in names else None
     return steps["classifier"], (dict(words.vocabulary_), np.asarray(words.idf_, dtype=np.float64),
-                                 float(weights.get("embedding", 1.0)))
+                                 float(weights.get("embedding", 1.0))), context_weight
 
 
 def _probe(words, width: int, seed: int):
-    """Probe texts (vocabulary terms, repeated and mixed) and embeddings for the verification."""
+    """Probe texts (vocabulary terms, repeated and mixed), embeddings and contexts for the verification."""
     rng = np.random.default_rng(seed)
     terms = sorted(words[0]) if words else []
     texts = [" ".join(rng.choice(terms, size=int(rng.integers(1, 40)))) if terms else "" for _ in range(64)]
     texts[0] = ""  # a paragraph with no known word
     X = rng.normal(size=(64, width)) / np.sqrt(max(width, 1))
-    return texts, X
+    context = rng.normal(size=(64, width)) / np.sqrt(max(width, 1))
+    return texts, X, context
 
 
 def linear_payload(estimator, model_sha256: str, seed: int = 0, width: int | None = None) -> dict | None:
@@ -149,7 +164,7 @@ def linear_payload(estimator, model_sha256: str, seed: int = 0, width: int | Non
     parts = _feature_parts(estimator)
     if parts is None:
         return None
-    classifier, words = parts
+    classifier, words, context_weight = parts
     coef, intercept = getattr(classifier, "coef_", None), getattr(classifier, "intercept_", None)
     classes = getattr(estimator, "classes_", None)
     if coef is None or intercept is None or classes is None or not hasattr(estimator, "predict_proba"):
@@ -163,22 +178,24 @@ def linear_payload(estimator, model_sha256: str, seed: int = 0, width: int | Non
     if not all(isinstance(c, str) for c in classes) or coef.shape[0] not in (1, len(classes)):
         return None
     width = coef.shape[1] - (len(words[1]) if words else 0)
-    texts, X = _probe(words, width, seed)
+    if context_weight is not None:
+        width //= 2  # the embedding, then a context of the same width
+    texts, X, context = _probe(words, width, seed)
     try:
         if words is None and getattr(estimator, "named_steps", None) is None:
             expected = estimator.predict_proba(X)
         else:
             from pipeline.features import model_inputs
 
-            expected = estimator.predict_proba(model_inputs(texts, X))
+            expected = estimator.predict_proba(model_inputs(texts, X, context if context_weight is not None else None))
         expected = np.asarray(expected, dtype=np.float64)
     except Exception:  # noqa: BLE001 - anything the estimator cannot do rules the shortcut out
         return None
     for kind in LINEAR_KINDS:
         if (kind == "logistic") != (coef.shape[0] == 1):
             continue
-        model = LinearModel(kind, classes, coef, intercept, words)
-        got = model.probabilities(texts, X)
+        model = LinearModel(kind, classes, coef, intercept, words, context_weight)
+        got = model.probabilities(texts, X, context)
         if got.shape == expected.shape and np.allclose(got, expected, rtol=0, atol=1e-9):
             payload = {"format": LINEAR_FORMAT, "kind": kind, "classes": classes, "shape": list(coef.shape),
                        "coef": _encode(coef), "intercept": _encode(intercept)}
@@ -186,6 +203,8 @@ def linear_payload(estimator, model_sha256: str, seed: int = 0, width: int | Non
                 vocabulary, idf, weight = words
                 payload["words"] = {"terms": sorted(vocabulary, key=vocabulary.get), "idf": _encode(idf),
                                     "embedding_weight": weight}
+                if context_weight is not None:
+                    payload["words"]["context_weight"] = context_weight
             payload["sha256"] = _linear_digest(payload, model_sha256)
             return payload
     return None
@@ -204,13 +223,15 @@ def linear_model(meta: dict, meta_path: str | Path = "model.json") -> LinearMode
         raise StanceError(problem)
     try:
         shape = tuple(int(n) for n in payload["shape"])
-        words = None
+        words, context_weight = None, None
         if payload.get("words") is not None:
             terms = payload["words"]["terms"]
             words = ({term: i for i, term in enumerate(terms)}, _decode(payload["words"]["idf"], (len(terms),)),
                      float(payload["words"]["embedding_weight"]))
+            if payload["words"].get("context_weight") is not None:
+                context_weight = float(payload["words"]["context_weight"])
         return LinearModel(payload["kind"], payload["classes"], _decode(payload["coef"], shape),
-                           _decode(payload["intercept"], (shape[0],)), words)
+                           _decode(payload["intercept"], (shape[0],)), words, context_weight)
     except (KeyError, TypeError, ValueError):
         raise StanceError(problem) from None
 

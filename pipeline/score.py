@@ -62,23 +62,28 @@ class Scorer:
     def embed(self, texts: list[str]) -> np.ndarray:
         return embed_texts(texts, self.embedder, self.cache)
 
-    def classify(self, texts: list[str], X: np.ndarray) -> np.ndarray:
-        """Probabilities in LABELS order for each paragraph (its text and its embedding)."""
+    def classify(self, texts: list[str], X: np.ndarray, context: np.ndarray) -> np.ndarray:
+        """Probabilities in LABELS order for each paragraph (its text, its embedding and its
+        document context, `pipeline.features.document_context`)."""
         from pipeline.model_store import LinearModel
 
         if isinstance(self.estimator, LinearModel):  # the numpy fast path: no pandas or sklearn import
-            raw = self.estimator.probabilities(texts, X)
+            raw = self.estimator.probabilities(texts, X, context)
         else:
             from pipeline.features import model_inputs
 
-            raw = self.estimator.predict_proba(model_inputs(texts, X))
+            raw = self.estimator.predict_proba(model_inputs(texts, X, context))
         out = np.zeros((len(X), len(LABELS)))
         for j, label in enumerate(self.estimator.classes_):
             out[:, LABELS.index(str(label))] = raw[:, j]
         return out
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        return self.classify(texts, self.embed(texts))
+        """Probabilities of the paragraphs of one document."""
+        from pipeline.features import document_context
+
+        X = self.embed(texts)
+        return self.classify(texts, X, document_context(X, np.zeros(len(texts), dtype=int)))
 
 
 def check_embedding_identity(meta: dict, identity: str, meta_path: str = "models/model.json") -> None:
@@ -176,14 +181,17 @@ def _evidence(reference: Reference, indices, similarities) -> list[dict]:
 
 def score_documents(documents: list[Document], scorer: Scorer, progress=None, explain: bool = False) -> list[dict]:
     """Results for each document. `progress(n)` is called after each chunk of n paragraphs."""
+    from pipeline.features import document_context
+
     flat = [text for doc in documents for text in doc.paragraphs]
+    owner = np.repeat(np.arange(len(documents)), [len(doc.paragraphs) for doc in documents])
     if not flat:
         raise StanceError("no paragraphs to score")
     reference = scorer.reference
     if explain and reference is None:
         raise StanceError("--explain needs the reference set saved by `stance train` (run `dvc repro`)")
     k = scorer.explain_neighbours if explain else 1
-    probabilities = np.zeros((len(flat), len(LABELS)))
+    embeddings = None
     neighbours = np.zeros((len(flat), 0), dtype=int)
     similarities = np.zeros((len(flat), 0), dtype=np.float32)
     if reference is not None:
@@ -193,13 +201,21 @@ def score_documents(documents: list[Document], scorer: Scorer, progress=None, ex
     for start in range(0, len(flat), scorer.chunk):
         texts = flat[start:start + scorer.chunk]
         X = scorer.embed(texts)
-        probabilities[start:start + len(texts)] = scorer.classify(texts, X)
+        if embeddings is None:
+            embeddings = np.zeros((len(flat), X.shape[1]), dtype=np.asarray(X).dtype)
+        embeddings[start:start + len(texts)] = X
         if reference is not None:
             idx, sims = reference.nearest(X, k)
             neighbours[start:start + len(texts)] = idx
             similarities[start:start + len(texts)] = sims
         if progress is not None:
             progress(len(texts))
+    # A paragraph is read in its document: the classifier sees the document's mean embedding too.
+    context = document_context(embeddings, owner)
+    probabilities = np.zeros((len(flat), len(LABELS)))
+    for start in range(0, len(flat), scorer.chunk):  # in chunks: the word features are dense rows
+        rows = slice(start, start + scorer.chunk)
+        probabilities[rows] = scorer.classify(flat[rows], embeddings[rows], context[rows])
     if reference is not None and k:
         out_of_domain = similarities[:, 0] < scorer.ood_threshold
     else:

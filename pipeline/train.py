@@ -75,7 +75,7 @@ def build_classifier(name: str, params: dict | None, seed: int, features: str = 
     if features == "embedding":
         step = feats.embedding_features()
     elif features == "text+embedding":
-        allowed = {"embedding_weight", "min_df"}
+        allowed = {"embedding_weight", "min_df", "context_weight"}
         unknown = sorted(set(feature_params or {}) - allowed)
         if unknown:
             raise StanceError(f"params.yaml: unknown train.feature_params {', '.join(unknown)} "
@@ -237,12 +237,13 @@ def _plain(value):
 
 def training_set(params: dict):
     """(rows, X, y, groups, embedding identity) of the labelled paragraphs; X is the classifier's
-    input table (`pipeline.features.model_inputs`: text and embedding columns)."""
-    from pipeline.features import model_inputs
+    input table (`pipeline.features.model_inputs`: text, embedding and document context columns)."""
+    from pipeline.features import document_context, model_inputs
     from pipeline.embed import load_embeddings
     from pipeline.labels import load_labels, resolve_labels
 
     rows, matrix, identity = load_embeddings(params["paths"]["embeddings"])
+    context = document_context(matrix, [r["doc"] for r in rows])  # from every paragraph, labelled or not
     ids = [r["id"] for r in rows]
     labels = resolve_labels(load_labels(params["paths"]["labels_dir"], set(ids)),
                             params.get("labels", {}).get("priority"))
@@ -252,7 +253,7 @@ def training_set(params: dict):
     rows = [rows[i] for i in keep]
     y = np.array([labels[r["id"]] for r in rows])
     groups = np.array([r["doc"] for r in rows])
-    return rows, model_inputs([r["text"] for r in rows], matrix[keep]), y, groups, identity
+    return rows, model_inputs([r["text"] for r in rows], matrix[keep], context[keep]), y, groups, identity
 
 
 def data_hash(rows: list[dict], y: np.ndarray, identity: str) -> str:

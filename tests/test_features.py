@@ -44,6 +44,57 @@ def test_model_inputs_holds_text_and_embedding_columns():
         features.model_inputs(["a", "b", "c"], np.zeros((2, 2)))
 
 
+def test_document_context_is_the_unit_mean_embedding_of_each_document():
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [3.0, 4.0], [0.0, 0.0]])
+    context = features.document_context(X, ["a", "a", "b", "c"])
+    half = np.sqrt(0.5)
+    assert np.allclose(context, [[half, half], [half, half], [0.6, 0.8], [0.0, 0.0]])  # an all-zero document stays zero
+    order = [3, 1, 2, 0]  # the rows' order does not matter, only which document each belongs to
+    assert np.allclose(features.document_context(X[order], np.array(["a", "a", "b", "c"])[order]), context[order])
+    table = features.model_inputs(["w", "x", "y", "z"], X, context)
+    assert list(table.columns) == ["text", "e0", "e1", "c0", "c1"]
+    assert np.array_equal(features.embedding_part(table), X)
+    assert np.array_equal(features.context_part(table), context)
+    assert features.context_part(features.model_inputs(["w", "x", "y", "z"], X)) is None
+    with pytest.raises(ValueError, match="but context of shape"):
+        features.model_inputs(["w", "x", "y", "z"], X, context[:2])
+    with pytest.raises(ValueError, match="3 document names but embeddings"):
+        features.document_context(X, ["a", "a", "b"])
+
+
+def test_the_document_context_changes_the_prediction_only_for_a_model_that_reads_it():
+    # Identical paragraphs, told apart only by the documents they sit in.
+    X = np.tile([[1.0, 0.0, 0.0]], (len(TEXTS), 1))
+    context = np.array([[0.0, 1.0, 0.0] if label == "favor" else [0.0, 0.0, 1.0] for label in Y])
+    texts = ["the same words"] * len(TEXTS)
+    inputs = features.model_inputs(texts, X, context)
+    reads = train.build_classifier("logistic_regression", {"C": 100.0}, 0, "text+embedding",
+                                   {"min_df": 1, "context_weight": 1.0}).fit(inputs, Y)
+    assert (reads.predict(inputs) == "favor").tolist() == (Y == "favor").tolist()
+    ignores = train.build_classifier("logistic_regression", {"C": 100.0}, 0, "text+embedding",
+                                     {"min_df": 1, "context_weight": 0}).fit(inputs, Y)
+    assert len(set(ignores.predict(inputs).tolist())) == 1
+
+
+def test_context_model_is_reproduced_without_sklearn():
+    rng = np.random.default_rng(1)
+    X, context = rng.normal(size=(len(TEXTS), 5)), rng.normal(size=(len(TEXTS), 5))
+    model = train.build_classifier("logistic_regression", {"C": 10.0}, 0, "text+embedding",
+                                   {"embedding_weight": 0.5, "min_df": 1, "context_weight": 0.25}
+                                   ).fit(features.model_inputs(TEXTS, X, context), Y)
+    payload = linear_payload(model, "0" * 64)
+    assert payload is not None and payload["words"]["context_weight"] == 0.25
+    fast = linear_model({"linear": payload, "model_sha256": "0" * 64})
+    new = ["Beijing and Washington must enforce the sanctions together.", "Nothing known here."]
+    Z, C = rng.normal(size=(2, 5)), rng.normal(size=(2, 5))
+    expected = model.predict_proba(features.model_inputs(new, Z, C))
+    assert np.allclose(fast.probabilities(new, Z, C), expected, atol=1e-9)
+    assert np.allclose(fast.predict_proba(features.model_inputs(new, Z, C)), expected, atol=1e-9)
+    assert not np.allclose(fast.probabilities(new, Z, -C), expected, atol=1e-3)  # the context counts
+    with pytest.raises(ValueError, match="reads the document context"):
+        fast.probabilities(new, Z)
+
+
 def _fitted_tfidf(texts):
     from sklearn.feature_extraction.text import TfidfVectorizer
 

@@ -210,6 +210,27 @@ def test_paragraphs_of_many_documents_share_encoder_calls(scorer, fake_embedder)
     assert again == results
 
 
+def test_a_document_scores_the_same_alone_or_among_others(scorer):
+    # Chunks of the encoder cross document boundaries; each paragraph's document context must not.
+    documents = [Document(f"d{d}", [FAVOR[d % 4], AGAINST[(d + 1) % 4], NONE[(d + 2) % 4], FAVOR[(d + 3) % 4]][:2 + d % 3])
+                 for d in range(5)]
+    scorer.chunk = 3
+    together = score_documents(documents, scorer)
+    alone = [score_documents([doc], scorer)[0] for doc in documents]
+    assert together == alone
+    assert scorer.meta["train_params"]["feature_params"]["context_weight"] > 0
+
+
+def test_a_paragraph_is_read_in_its_document(scorer):
+    """The same paragraph can score differently in different documents (the document context)."""
+    paragraph = "Officials from both governments met again this week to discuss the peninsula."
+    in_favor = score_documents([Document("a", [paragraph, *FAVOR])], scorer)[0]["paragraphs"][0]
+    in_against = score_documents([Document("b", [paragraph, *AGAINST])], scorer)[0]["paragraphs"][0]
+    assert in_favor["probabilities"] != in_against["probabilities"]
+    assert scorer.probabilities([paragraph, *FAVOR])[0] == pytest.approx(
+        [in_favor["probabilities"][label] for label in LABELS], abs=1e-4)
+
+
 def test_nothing_to_score_is_an_error(scorer):
     with pytest.raises(StanceError, match="no paragraphs to score"):
         score_documents([Document("empty", [])], scorer)
