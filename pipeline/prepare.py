@@ -62,12 +62,16 @@ _BOILERPLATE: list[tuple[re.Pattern, int]] = [
 _BYLINE = re.compile(r"^(?:written |words |posted |reported )?by\s+(?:[A-Z][\w.'’-]*\s*){1,4}(?:(?:,|\||–|—|-|and)\s*.{0,80})?$",
                      re.IGNORECASE)
 _BYLINE_NAMES = re.compile(r"^(?:written |words |posted |reported )?by\s+([A-Z][\w.'’-]*)", re.IGNORECASE)
-# "Jane Doe is a senior fellow at ...", "Daniel R. DePetris is a columnist at Newsweek ..."
+# "Jane Doe is a senior fellow at ...", "Daniel R. DePetris is a columnist at Newsweek ..." The role
+# is followed by where (at/of/with/for/in/on ...) or by nothing more; no "not", "first", "only"
+# before it ("China is not a member of the new team", "Xi Jinping was the first Chinese president to").
 _BIO = re.compile(
-    r"^(?:[A-Z][\w'’-]*\.?\s+){1,4}(?:is|was|serves as|has been)\s+(?:a|an|the)?\s*(?:[\w-]+\s+){0,6}?"
-    r"(fellow|professor|columnist|contributor|candidate|director|editor|author|journalist|correspondent"
+    r"^(?:[A-Z][\w'’-]*\.?\s+){1,4}(?:is|was|serves as|has been)\s+(?:a|an|the)?\s*"
+    r"(?:(?!(?:not|no|never|first|second|third|last|only|sole|largest|biggest|main)\b)[\w-]+\s+){0,6}?"
+    r"(?:fellow|professor|columnist|contributor|candidate|director|editor|author|journalist|correspondent"
     r"|researcher|analyst|lecturer|scholar|writer|reporter|chair|president|founder|associate|student"
-    r"|ambassador|officer|member)\b"
+    r"|ambassador|officer|member)s?"
+    r"(?:\s+(?:at|of|with|for|in|on)\b|\s*(?:[,.;]|and\b|who\b|$))"
     r"|^(?:[A-Z][\w'’-]*\.?\s+){1,4}(?:writes|covers|reports|blogs|tweets)\s+(?:about|on|from|for|at)\b"
     r"|^(?:[A-Z][\w'’-]*\.?\s+){1,4}(?:served|worked|taught|spent|previously)\b.*\b(?:now|currently)\s+"
     r"(?:writes|teaches|works|serves|is|directs|leads)\b")
@@ -130,8 +134,9 @@ def _clean(block: str) -> str:
     return " ".join(block.split())
 
 
-def is_boilerplate(block: str, min_words: int = DEFAULT_MIN_WORDS) -> bool:
-    """True for blocks that are not article prose: web clutter, headings, navigation, dates."""
+def is_boilerplate(block: str, min_words: int = DEFAULT_MIN_WORDS, bio: bool = True) -> bool:
+    """True for blocks that are not article prose: web clutter, headings, navigation, dates; and,
+    with `bio`, author biographies ("Jane Doe is a senior fellow at ...")."""
     if _MARKDOWN_HEADING.match(block):
         return True
     text = _clean(block)
@@ -145,12 +150,22 @@ def is_boilerplate(block: str, min_words: int = DEFAULT_MIN_WORDS) -> bool:
         return True
     if words <= 14 and _BYLINE.match(text) and _BYLINE_NAMES.match(text).group(1)[0].isupper():
         return True
-    return words <= 90 and bool(_BIO.match(text))
+    return bio and words <= 90 and bool(_BIO.match(text))
+
+
+BIO_EDGE = (2, 3)  # author bios sit among the first 2 or the last 3 prose blocks of a document
 
 
 def split_paragraphs(text: str, min_words: int = DEFAULT_MIN_WORDS, title: str = "") -> list[str]:
-    """The article paragraphs of a document, in order, boilerplate, the title and repeats removed."""
-    cleaned = [_clean(block) for block in _blocks(text) if not is_boilerplate(block, min_words)]
+    """The article paragraphs of a document, in order, boilerplate, the title and repeats removed.
+
+    Author biographies are looked for only at the edges of the prose (`BIO_EDGE`): in the middle of
+    an article, "Kim Jong Un was the president of ..." is a sentence of the argument, not a bio.
+    """
+    prose = [block for block in _blocks(text) if not is_boilerplate(block, min_words, bio=False)]
+    head, tail = BIO_EDGE
+    cleaned = [_clean(block) for i, block in enumerate(prose)
+               if not ((i < head or i >= len(prose) - tail) and is_boilerplate(block, min_words))]
     if title:
         cleaned = [p for p in cleaned if normalise(p) != normalise(title)]
     keys = [normalise(p) for p in cleaned]

@@ -65,9 +65,22 @@ def test_boilerplate_blocks(block):
     "China does not endorse boarding and searching vessels on the high seas, the spokesman said.",
     "Beijing has many reasons to keep Pyongyang afloat.",
     "Will China and the United States finally work together on North Korea this year?",
+    "China is not a member of the new team that monitors the sanctions.",
+    "Xi Jinping was the first Chinese president to visit Pyongyang in fourteen years.",
+    "Donald Trump was the only president to meet Kim Jong Un.",
 ])
 def test_prose_is_not_boilerplate(block):
     assert not is_boilerplate(block)
+
+
+def test_author_bios_are_dropped_only_at_the_edges_of_the_prose():
+    body = [f"Paragraph {n} of the argument: Beijing and Washington met again on the sanctions." for n in range(5)]
+    member = "China is a permanent member of the Security Council and voted for every resolution."
+    bio = "Jane Q. Doe is a senior fellow at the Example Institute."
+    text = "\n\n".join([*body[:3], member, *body[3:], bio, "Share on Facebook", "Tags: China"])
+    assert split_paragraphs(text) == [*body[:3], member, *body[3:]]
+    assert is_boilerplate(member)  # read alone, it looks like a bio; in the middle of the prose it is kept
+    assert split_paragraphs("\n\n".join([bio, *body])) == body
 
 
 def test_hard_wrapped_prose_is_joined_but_short_lines_stay_separate():
