@@ -83,7 +83,7 @@ def test_writes_every_report_with_the_existing_metric_keys(good):
     assert metrics["by_kind"]["seed"]["paragraphs"] == 6 and metrics["by_kind"]["seed"]["documents"] == 2
 
 
-SHIPPED = "shipped model (logistic_regression on text+embedding+document context, temperature calibration)"
+SHIPPED = "shipped model (logistic_regression on text+embedding, temperature calibration)"
 
 
 def test_report_has_every_section(good):
@@ -303,7 +303,7 @@ def test_calibration_setting_wraps_the_model_with_grouped_folds(good):
     assert estimator.predict_proba(X).sum(axis=1) == pytest.approx(np.ones(len(y)))
     good["train"]["calibration"] = "isotonic"
     metrics = evaluate.run(good)
-    assert "shipped model (logistic_regression on text+embedding+document context, isotonic calibration)" in metrics["baselines"]
+    assert "shipped model (logistic_regression on text+embedding, isotonic calibration)" in metrics["baselines"]
     good["train"]["calibration"] = "platt"
     with pytest.raises(StanceError, match="unknown train.calibration 'platt'"):
         evaluate.run(good)

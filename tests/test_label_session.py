@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import prepare
+from pipeline import LABELS, prepare
 from pipeline.errors import StanceError
 from pipeline.label_session import (LabelFile, LabelSession, annotator_lock, check_annotator, model_guesses,
                                     order_paragraphs, run_session, uncertainty)
@@ -92,6 +92,31 @@ def test_guesses_from_trained_model_and_margin_order(trained_project):
     assert shown_ids(output) == expected[:1]
     assert re.search(r"Model guess: (favor|against|none) +\(favor 0\.\d\d  against 0\.\d\d  none 0\.\d\d\)", output)
     assert "order margin" in output and summary["saved"] == 0
+
+
+def test_guesses_of_a_context_model_read_whole_documents(project, fake_embedder):
+    """With the document context, a paragraph's guess is the same whichever paragraphs are asked about:
+    its context comes from all the paragraphs of its document (the embed stage's output)."""
+    from pipeline import embed, train
+    from pipeline.features import document_context, model_inputs
+    from pipeline.model_store import load_model
+
+    project["train"]["feature_params"] = {**project["train"]["feature_params"], "context_weight": 0.5}
+    records = [r.to_record() for r in prepare.run(project)]
+    embed.run(project, embedder=fake_embedder)
+    train.run(project)
+    everything, _ = model_guesses(project, records, embed=False)
+    some = records[1::3]  # one paragraph of each document
+    assert set(model_guesses(project, some, embed=False)[0]) == {r["id"] for r in some}
+    for record in some:
+        assert np.allclose(model_guesses(project, some, embed=False)[0][record["id"]], everything[record["id"]])
+    # and it is what the estimator gives with each document's full context
+    estimator, _ = load_model(project["paths"]["model"], project["paths"]["model_meta"])
+    vectors = fake_embedder.encode([r["text"] for r in records])
+    context = document_context(vectors, [r["doc"] for r in records])
+    expected = estimator.predict_proba(model_inputs([r["text"] for r in records], vectors, context))
+    got = np.array([everything[r["id"]] for r in records])
+    assert np.allclose(got[:, [LABELS.index(label) for label in estimator.classes_]], expected, atol=1e-5)
 
 
 def test_paragraph_unknown_to_embed_stage_is_embedded_only_when_allowed(trained_project, fake_embedder):

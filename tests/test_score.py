@@ -33,6 +33,26 @@ def shared_project(tmp_path_factory):
     return params
 
 
+@pytest.fixture(scope="module")
+def context_project(tmp_path_factory):
+    """The tiny project trained with the document context (`train.feature_params.context_weight`)."""
+    from pipeline import embed, prepare, train
+
+    params = write_project(tmp_path_factory.mktemp("context"))
+    params["train"]["feature_params"] = {**params["train"]["feature_params"], "context_weight": 0.5}
+    prepare.run(params)
+    embed.run(params, embedder=FakeEmbedder())
+    train.run(params)
+    return params
+
+
+@pytest.fixture
+def context_scorer(context_project, fake_embedder):
+    scorer = load_scorer(context_project, embedder=fake_embedder)
+    scorer.ood_threshold = 0.8
+    return scorer
+
+
 @pytest.fixture
 def scorer(shared_project, fake_embedder):
     scorer = load_scorer(shared_project, embedder=fake_embedder)
@@ -210,23 +230,25 @@ def test_paragraphs_of_many_documents_share_encoder_calls(scorer, fake_embedder)
     assert again == results
 
 
-def test_a_document_scores_the_same_alone_or_among_others(scorer):
+def test_a_document_scores_the_same_alone_or_among_others(context_scorer):
     # Chunks of the encoder cross document boundaries; each paragraph's document context must not.
     documents = [Document(f"d{d}", [FAVOR[d % 4], AGAINST[(d + 1) % 4], NONE[(d + 2) % 4], FAVOR[(d + 3) % 4]][:2 + d % 3])
                  for d in range(5)]
-    scorer.chunk = 3
-    together = score_documents(documents, scorer)
-    alone = [score_documents([doc], scorer)[0] for doc in documents]
+    context_scorer.chunk = 3
+    together = score_documents(documents, context_scorer)
+    alone = [score_documents([doc], context_scorer)[0] for doc in documents]
     assert together == alone
-    assert scorer.meta["train_params"]["feature_params"]["context_weight"] > 0
+    assert context_scorer.estimator.context_weight == 0.5  # the numpy fast path, reading the context
 
 
-def test_a_paragraph_is_read_in_its_document(scorer):
-    """The same paragraph can score differently in different documents (the document context)."""
+@pytest.mark.parametrize("reads_context", [True, False])
+def test_a_paragraph_is_read_in_its_document_only_with_the_context(reads_context, context_scorer, scorer):
+    """With the document context the same paragraph can score differently in different documents."""
+    scorer = context_scorer if reads_context else scorer
     paragraph = "Officials from both governments met again this week to discuss the peninsula."
     in_favor = score_documents([Document("a", [paragraph, *FAVOR])], scorer)[0]["paragraphs"][0]
     in_against = score_documents([Document("b", [paragraph, *AGAINST])], scorer)[0]["paragraphs"][0]
-    assert in_favor["probabilities"] != in_against["probabilities"]
+    assert (in_favor["probabilities"] != in_against["probabilities"]) == reads_context
     assert scorer.probabilities([paragraph, *FAVOR])[0] == pytest.approx(
         [in_favor["probabilities"][label] for label in LABELS], abs=1e-4)
 
