@@ -90,6 +90,24 @@ def write_project(root: Path, n_docs: int = 8) -> dict:
     return params
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_tempdir(tmp_path_factory):
+    """Temporary files of the code under test (label-session lock files, Dask scratch space) go to
+    this run's pytest directory, in this process and in the `stance` processes it starts, not /tmp."""
+    import os
+    import tempfile
+
+    directory = str(tmp_path_factory.mktemp("tempdir"))
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = directory
+    yield directory
+    tempfile.tempdir = saved[0]
+    if saved[1] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved[1]
+
+
 @pytest.fixture
 def fake_embedder() -> FakeEmbedder:
     return FakeEmbedder()
