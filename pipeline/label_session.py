@@ -473,9 +473,9 @@ def key_reader(stream: TextIO) -> Iterator[Callable[[], str]]:
     """Yield a function returning the next key press ('' at end of input).
 
     On a terminal, keys arrive one at a time without Enter and without echo (cbreak mode,
-    restored on exit, also on SIGTERM/SIGHUP); a read returning several characters at once (a
-    paste) comes back whole, so the session can refuse it. Otherwise (a pipe, a script)
-    characters are read one by one, line breaks skipped.
+    restored on exit, also on SIGTERM/SIGHUP; Ctrl-C always ends the session); a read returning
+    several characters at once (a paste) comes back whole, so the session can refuse it.
+    Otherwise (a pipe, a script) characters are read one by one, line breaks skipped.
     """
     if not stream.isatty():
         def read_char() -> str:
@@ -496,6 +496,9 @@ def key_reader(stream: TextIO) -> Iterator[Callable[[], str]]:
         raise SystemExit(128 + signum)
 
     handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C ends the session even when the shell that started us ignored SIGINT (a background job
+    # without job control passes SIG_IGN on, and Python then never raises KeyboardInterrupt).
+    handlers[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     tty.setcbreak(fd)
     try:
         yield lambda: os.read(fd, 64).decode("utf-8", "replace")

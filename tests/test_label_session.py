@@ -271,11 +271,14 @@ def test_one_session_per_annotator(prepared):
 pexpect = pytest.importorskip("pexpect")
 
 
-def spawn(params_file: Path, annotator: str, *extra: str):
+def spawn(params_file: Path, annotator: str, *extra: str, ignore_sigint: bool = False):
+    """`stance label` on a pseudo-terminal; `ignore_sigint` starts it with SIGINT ignored, as a shell
+    does for a background job without job control."""
     env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb", "STANCE_LABEL_EMBED": "0", "COLUMNS": "120"}
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
     child = pexpect.spawn(str(STANCE), ["label", "--params", str(params_file), "--annotator", annotator, *extra],
                           cwd=str(params_file.parent), env=env, encoding="utf-8", timeout=60,
-                          dimensions=(40, 120))
+                          dimensions=(40, 120), preexec_fn=ignore)
     return child
 
 
@@ -336,7 +339,7 @@ def test_terminal_session_killed_then_resumed(prepared, tmp_path):
 
 def test_two_annotators_at_once_and_same_annotator_refused(trained_project, tmp_path):
     params_file = tmp_path / "params.yaml"
-    one, two = spawn(params_file, "ann"), spawn(params_file, "bob", "--order", "random")
+    one, two = spawn(params_file, "ann"), spawn(params_file, "bob", "--order", "random", ignore_sigint=True)
     assert "Model guess:" in screen(one) and "Model guess:" in screen(two)
     again = spawn(params_file, "ann")
     again.expect("session for ann is already running")
@@ -349,7 +352,7 @@ def test_two_annotators_at_once_and_same_annotator_refused(trained_project, tmp_
         screen(one)
         screen(two)
     one.send("q")
-    two.sendcontrol("c")  # Ctrl-C quits cleanly too
+    two.sendcontrol("c")  # Ctrl-C quits cleanly too, even if the process inherited SIGINT ignored
     for child in (one, two):
         child.expect("3 labels saved this session")
         child.expect(pexpect.EOF)
