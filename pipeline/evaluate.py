@@ -33,7 +33,8 @@ from pipeline import LABELS
 from pipeline.errors import StanceError
 from pipeline.files import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.features import take
-from pipeline.train import build_classifier, f_avg, fit_classifier, grouped_folds, n_jobs, scorer, training_set
+from pipeline.train import (build_classifier, f_avg, fit_classifiers, grid_for_pipeline, grouped_folds, n_jobs,
+                            scorer, training_set)
 
 DEFAULT_TFIDF = {"ngram_range": [1, 2], "min_df": 2, "grid": {"C": [1.0, 10.0, 100.0]}}
 BUILT_IN = ("majority class", "TF-IDF + logistic regression", "shipped model")
@@ -41,7 +42,9 @@ BASELINE_KEYS = {"name", "classifier", "classifier_params", "grid", "calibration
 PLOTS = {"confusion_matrix": "confusion_matrix.png", "precision_recall": "precision_recall.png",
          "reliability": "reliability.png", "learning_curve": "learning_curve.png"}
 
-Fitter = Callable[[np.ndarray, np.ndarray, np.ndarray], object]  # (X, y, groups) -> fitted estimator
+# (parts, names) -> one fitted estimator per part; a part is the (X, y, groups) of one outer training
+# part, its name ("outer fold 2 of 5") starts the message of an error that concerns that part only.
+Fitter = Callable[[list[tuple], list[str]], list]
 
 
 # ---------------------------------------------------------------- cross-validation
@@ -56,11 +59,12 @@ def cross_val_probabilities(fit: Fitter, X, y: np.ndarray, groups: np.ndarray, f
                             subset: np.ndarray | None = None) -> np.ndarray:
     """Out-of-fold class probabilities (columns in `labels` order).
 
-    `fit` trains on each outer training part (restricted to the row indices in `subset` if given)
-    and predicts the whole held-out part.
+    `fit` trains on every outer training part at once (restricted to the row indices in `subset`
+    if given); each part's model predicts its whole held-out part.
     """
     probabilities = np.zeros((len(y), len(labels)))
     present = set(y.tolist()) if subset is None else set(y[subset].tolist())
+    parts, names = [], []
     for number, (train_idx, test_idx) in enumerate(folds, start=1):
         if subset is not None:
             train_idx = train_idx[np.isin(train_idx, subset)]
@@ -71,10 +75,9 @@ def cross_val_probabilities(fit: Fitter, X, y: np.ndarray, groups: np.ndarray, f
         if missing:
             raise StanceError(f"{where}: no {', '.join(map(repr, missing))} paragraphs left to train on (all of "
                               f"them sit in the held-out documents): label more documents or lower train.cv_folds")
-        try:
-            estimator = fit(take(X, train_idx), y[train_idx], groups[train_idx])
-        except StanceError as exc:
-            raise StanceError(f"inside {where}: {exc}") from None
+        parts.append((take(X, train_idx), y[train_idx], groups[train_idx]))
+        names.append(where)
+    for (_, test_idx), estimator in zip(folds, fit(parts, names)):
         fold_probs = estimator.predict_proba(take(X, test_idx))
         for j, label in enumerate(estimator.classes_):
             probabilities[test_idx, labels.index(label)] = fold_probs[:, j]
@@ -88,15 +91,33 @@ def _inner(train_params: dict, groups: np.ndarray) -> dict:
     return inner
 
 
+def _unfittable(exc: ValueError, names: list[str], what: str) -> StanceError:
+    """sklearn's verdict on parameters that do not suit the data, as one line naming the outer fold."""
+    from pipeline.search import ProblemError
+
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    where = f"inside {names[exc.problem]}: " if isinstance(exc, ProblemError) and exc.problem < len(names) else ""
+    return StanceError(f"{where}{what} cannot be fitted ({message})")
+
+
 def classifier_fitter(train_params: dict, seed: int) -> Fitter:
-    """The train stage's model selection (grouped grid search, optional calibration) on embeddings."""
-    def fit(X, y, groups):
-        try:
-            return fit_classifier(X, y, groups, _inner(train_params, groups), seed)[0]
-        except ValueError as exc:  # sklearn's verdict on parameters that do not suit the data
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StanceError(f"{train_params.get('classifier', 'logistic_regression')} cannot be fitted "
-                              f"({message})") from None
+    """The train stage's model selection (grouped grid search, optional calibration) on embeddings,
+    all outer training parts at once (`pipeline.train.fit_classifiers`)."""
+    def fit(parts, names):
+        by_folds: dict[int, list[int]] = {}  # parts with fewer documents get fewer inner folds
+        for number, (_, _, groups) in enumerate(parts):
+            by_folds.setdefault(_inner(train_params, groups)["cv_folds"], []).append(number)
+        fitted = [None] * len(parts)
+        for cv_folds, numbers in by_folds.items():
+            try:
+                results = fit_classifiers([parts[n] for n in numbers], {**train_params, "cv_folds": cv_folds}, seed,
+                                          [names[n] for n in numbers])
+            except ValueError as exc:
+                raise _unfittable(exc, [names[n] for n in numbers],
+                                  str(train_params.get("classifier", "logistic_regression"))) from None
+            for n, (estimator, _) in zip(numbers, results):
+                fitted[n] = estimator
+        return fitted
 
     return fit
 
@@ -105,19 +126,23 @@ def majority_fitter() -> Fitter:
     """Always predicts the most frequent training label, with the training label shares as probabilities."""
     from sklearn.dummy import DummyClassifier
 
-    return lambda X, y, groups: DummyClassifier(strategy="prior").fit(np.zeros((len(y), 1)), y)
+    return lambda parts, names: [DummyClassifier(strategy="prior").fit(np.zeros((len(y), 1)), y) for _, y, _ in parts]
 
 
 def tfidf_fitter(settings: dict, train_params: dict, seed: int) -> Fitter:
     """TF-IDF of the paragraph text + logistic regression, C chosen by the same grouped inner search.
 
     The vectoriser (vocabulary and IDF: no labels) is fitted once per outer training part, which
-    halves the cost; the held-out documents of the outer fold never reach it.
+    halves the cost; the held-out documents of the outer fold never reach it. The searches of all
+    outer parts share one worker pool (`pipeline.search.grouped_searches`, which is GridSearchCV
+    fit for fit).
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV
-    from sklearn.pipeline import make_pipeline
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from pipeline.search import grouped_searches
 
     settings = {**DEFAULT_TFIDF, **(settings or {})}
     unknown = sorted(set(settings) - set(DEFAULT_TFIDF))
@@ -126,25 +151,37 @@ def tfidf_fitter(settings: dict, train_params: dict, seed: int) -> Fitter:
                           f"(allowed: {', '.join(DEFAULT_TFIDF)})")
     try:
         ngram_range = tuple(int(n) for n in settings["ngram_range"])
-        grid = {key: list(values) for key, values in (settings["grid"] or {}).items()}
+        grid = grid_for_pipeline({key: list(values) for key, values in (settings["grid"] or {}).items()})
     except (TypeError, ValueError, AttributeError):
         raise StanceError("params.yaml: evaluate.tfidf.ngram_range must be two whole numbers and "
                           "evaluate.tfidf.grid a mapping of lists") from None
     metric = train_params.get("selection_metric", "f_avg")
 
-    def fit(texts, y, groups):
+    def failed(exc: ValueError, where: str) -> StanceError:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return StanceError(f"inside {where}: TF-IDF baseline: {message} (check evaluate.tfidf in params.yaml)")
+
+    def fit(parts, names):
+        vectorizers, problems = [], []
+        for (texts, y, groups), where in zip(parts, names):
+            try:
+                vectorizer = TfidfVectorizer(ngram_range=ngram_range, min_df=settings["min_df"], sublinear_tf=True,
+                                             strip_accents="unicode").fit(texts)
+                folds = grouped_folds(y, groups, _inner(train_params, groups)["cv_folds"], seed)
+            except ValueError as exc:
+                raise failed(exc, where) from None
+            except StanceError as exc:
+                raise StanceError(f"inside {where}: {exc}") from None
+            vectorizers.append(vectorizer)
+            problems.append((vectorizer.transform(texts), y, folds))
+        search = Pipeline([("features", FunctionTransformer()),  # the features are already TF-IDF
+                           ("classifier", LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed))])
         try:
-            vectorizer = TfidfVectorizer(ngram_range=ngram_range, min_df=settings["min_df"], sublinear_tf=True,
-                                         strip_accents="unicode").fit(texts)
-            features = vectorizer.transform(texts)
-            classifier = LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed)
-            folds = grouped_folds(y, groups, _inner(train_params, groups)["cv_folds"], seed)
-            search = GridSearchCV(classifier, grid, scoring=scorer(metric), cv=folds, n_jobs=n_jobs(train_params),
-                                  error_score="raise")
-            return make_pipeline(vectorizer, search.fit(features, y).best_estimator_)
+            found = grouped_searches(search, grid, problems, scorer(metric), n_jobs(train_params))
         except ValueError as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StanceError(f"TF-IDF baseline: {message} (check evaluate.tfidf in params.yaml)") from None
+            raise failed(exc, names[getattr(exc, "problem", 0)]) from None
+        return [make_pipeline(vectorizer, result.best_estimator.named_steps["classifier"])
+                for vectorizer, result in zip(vectorizers, found)]
 
     return fit
 

@@ -133,6 +133,14 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
     `apply_temperature`); with sigmoid or isotonic it is wrapped in CalibratedClassifierCV whose
     calibration folds are the same document-grouped folds; none: no recalibration.
     """
+    return fit_classifiers([(X, y, groups)], train_params, seed)[0]
+
+
+def fit_classifiers(parts: list[tuple], train_params: dict, seed: int, names: list[str] | None = None) -> list[tuple]:
+    """`fit_classifier` on each `(X, y, groups)` part (the outer training parts of a nested
+    cross-validation), their grid searches sharing one pool of workers. A part's error starts with
+    "inside <its name>: " when `names` are given; sklearn's ValueErrors come as
+    `pipeline.search.ProblemError` naming the part."""
     calibration = str(train_params.get("calibration") or "none").lower()
     if calibration not in CALIBRATIONS:
         raise StanceError(f"params.yaml: unknown train.calibration {calibration!r} "
@@ -140,56 +148,89 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
     estimator = build_classifier(train_params.get("classifier", "logistic_regression"),
                                  train_params.get("classifier_params"), seed,
                                  train_params.get("features", "embedding"), train_params.get("feature_params"))
-    folds = grouped_folds(y, groups, int(train_params.get("cv_folds", 5)), seed)
+    problems = []
+    for number, (X, y, groups) in enumerate(parts):
+        try:
+            problems.append((X, y, grouped_folds(y, groups, int(train_params.get("cv_folds", 5)), seed)))
+        except StanceError as exc:
+            if names is None:
+                raise
+            raise StanceError(f"inside {names[number]}: {exc}") from None
     grid = grid_for_pipeline(train_params.get("grid"))
     metric = train_params.get("selection_metric", "f_avg")
     jobs = n_jobs(train_params)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):  # many small fits: BLAS threads only contend (10x slower on a busy CPU)
-        found = _search(estimator, grid, X, y, folds, scorer(metric), jobs, calibration == "temperature")
+        searches = _searches(estimator, grid, problems, scorer(metric), jobs, calibration == "temperature")
+    fitted = []
+    for number, ((X, y, folds), found) in enumerate(zip(problems, searches)):
+        summary = {
+            "selection_metric": metric,
+            "best_params": {_short(k): _plain(v) for k, v in found.best_params.items()},
+            "best_score": round(float(found.best_score), 4),
+            "folds": len(folds),
+            "candidates": [{"params": {_short(k): _plain(v) for k, v in p.items()}, "mean_score": round(float(s), 4)}
+                           for p, s in zip(found.candidates, found.mean_scores)],
+            "calibration": calibration,
+        }
+        try:
+            fitted.append((_calibrate(found, calibration, X, y, folds, jobs, summary), summary))
+        except StanceError as exc:
+            if names is None:
+                raise
+            raise StanceError(f"inside {names[number]}: {exc}") from None
+        except ValueError as exc:
+            from pipeline.search import ProblemError
+
+            raise ProblemError(number, str(exc) or type(exc).__name__) from None
+    return fitted
+
+
+def _calibrate(found, calibration: str, X, y: np.ndarray, folds, jobs: int | None, summary: dict):
+    """The search winner recalibrated as `train.calibration` says (the temperature goes in `summary`)."""
+    from threadpoolctl import threadpool_limits
+
     best = found.best_estimator
-    summary = {
-        "selection_metric": metric,
-        "best_params": {_short(k): _plain(v) for k, v in found.best_params.items()},
-        "best_score": round(float(found.best_score), 4),
-        "folds": len(folds),
-        "candidates": [{"params": {_short(k): _plain(v) for k, v in p.items()}, "mean_score": round(float(s), 4)}
-                       for p, s in zip(found.candidates, found.mean_scores)],
-        "calibration": calibration,
-    }
     if calibration == "none":
-        return best, summary
+        return best
     if calibration == "temperature":
         with threadpool_limits(limits=1):
             summary["temperature"] = round(apply_temperature(best, X, y, folds, jobs, found.decisions), 4)
-        return best, summary
+        return best
     from sklearn.base import clone
     from sklearn.calibration import CalibratedClassifierCV
 
     calibrated = CalibratedClassifierCV(clone(best), method=calibration, cv=folds, n_jobs=jobs)
     with threadpool_limits(limits=1):
         calibrated.fit(X, y)
-    return calibrated, summary
+    return calibrated
 
 
-def _search(estimator, grid: dict, X, y: np.ndarray, folds, scoring, jobs: int | None, decisions: bool):
-    """The grouped grid search, as a `pipeline.search.SearchResult`.
+def _searches(estimator, grid: dict, problems: list[tuple], scoring, jobs: int | None, decisions: bool) -> list:
+    """The grouped grid search of each `(X, y, folds)` problem, as `pipeline.search.SearchResult`s.
 
-    Classifier-only grids share each fold's features across candidates (`pipeline.search`);
-    a grid that also varies the features goes through GridSearchCV (no out-of-fold decisions kept).
+    Classifier-only grids share each fold's features across candidates and one worker pool across
+    problems (`pipeline.search`); a grid that also varies the features goes through GridSearchCV
+    (no out-of-fold decisions kept).
     """
-    from pipeline.search import SearchResult, grouped_search, shares_features
+    from pipeline.search import ProblemError, SearchResult, grouped_searches, shares_features
 
     if shares_features(grid):
         decisions = decisions and hasattr(estimator.named_steps["classifier"], "decision_function")
-        return grouped_search(estimator, grid, X, y, folds, scoring, jobs, decisions)
+        return grouped_searches(estimator, grid, problems, scoring, jobs, decisions)
     from sklearn.model_selection import GridSearchCV
 
-    search = GridSearchCV(estimator, grid, scoring=scoring, cv=folds, refit=True, n_jobs=jobs, error_score="raise")
-    search.fit(X, y)
-    return SearchResult(search.best_estimator_, search.best_params_, search.best_score_,
-                        list(search.cv_results_["params"]), list(search.cv_results_["mean_test_score"]))
+    results = []
+    for number, (X, y, folds) in enumerate(problems):
+        search = GridSearchCV(estimator, grid, scoring=scoring, cv=folds, refit=True, n_jobs=jobs, error_score="raise")
+        try:
+            search.fit(X, y)
+        except ValueError as exc:
+            raise ProblemError(number, str(exc) or type(exc).__name__) from None
+        results.append(SearchResult(search.best_estimator_, search.best_params_, search.best_score_,
+                                    list(search.cv_results_["params"]), list(search.cv_results_["mean_test_score"])))
+    return results
 
 
 def fit_temperature(scores: np.ndarray, y: np.ndarray, classes) -> float:

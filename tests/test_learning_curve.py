@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -76,4 +77,4 @@ def test_in_the_stage_the_last_point_is_the_headline(tmp_path, fake_embedder):
                           "macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"]}
     report = (reports / "evaluation.md").read_text()
     assert f"| 48 (all) | 16 | {metrics['f_avg']:.4f} |" in report
-    assert "- 6 paragraphs: skipped (inside outer fold 1 of 3: label " in report
+    assert re.search(r"- 6 paragraphs: skipped \((inside )?outer fold \d of 3: ", report)  # too few to train on
