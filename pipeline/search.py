@@ -121,8 +121,12 @@ def grouped_searches(pipeline, grid: dict, problems: list[tuple], scoring, n_job
         for fold_results in by_problem:
             mean_scores = [float(np.mean([scores[i] for scores, _ in fold_results])) for i in range(len(candidates))]
             winners.append((int(np.argmax(mean_scores)), mean_scores))  # the first of equal scores wins, as in GridSearchCV
-        refitted = parallel(delayed(_as_problem_error)(number, _refit, pipeline, candidates[best], X, y)
-                            for number, ((X, y, _), (best, _)) in enumerate(zip(problems, winners)))
+        refits = [delayed(_as_problem_error)(number, _refit, pipeline, candidates[best], X, y)
+                  for number, ((X, y, _), (best, _)) in enumerate(zip(problems, winners))]
+        # One refit (the train stage) stays in this process: a model that went through a worker
+        # predicts the same but pickles to other bytes, and the saved model is held byte-identical
+        # to GridSearchCV's for any `n_jobs`.
+        refitted = [work(*args, **kwargs) for work, args, kwargs in refits] if len(refits) == 1 else parallel(refits)
     results = []
     for (X, y, folds), fold_results, (best, mean_scores), estimator in zip(problems, by_problem, winners, refitted):
         out_of_fold = None

@@ -1,4 +1,5 @@
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,7 @@ def test_parallel_grid_search_gives_the_same_model():
     two, two_summary = train.fit_classifier(X, y, groups, {**params, "n_jobs": 2}, 0)
     assert one_summary == two_summary
     assert np.array_equal(one.predict_proba(X), two.predict_proba(X))
+    assert pickle.dumps(one) == pickle.dumps(two)  # the saved model file too, byte for byte
 
 
 @pytest.mark.parametrize("value", [0, 1.5, "all", True])
