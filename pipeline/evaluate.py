@@ -91,13 +91,20 @@ def _inner(train_params: dict, groups: np.ndarray) -> dict:
     return inner
 
 
-def _unfittable(exc: ValueError, names: list[str], what: str) -> StanceError:
-    """sklearn's verdict on parameters that do not suit the data, as one line naming the outer fold."""
+def _where(exc: ValueError, names: list[str]) -> str:
+    """"inside <outer fold>: " when sklearn's error came from one part's fits (a ProblemError), else ""."""
     from pipeline.search import ProblemError
 
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    where = f"inside {names[exc.problem]}: " if isinstance(exc, ProblemError) and exc.problem < len(names) else ""
-    return StanceError(f"{where}{what} cannot be fitted ({message})")
+    return f"inside {names[exc.problem]}: " if isinstance(exc, ProblemError) and exc.problem < len(names) else ""
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _unfittable(exc: ValueError, names: list[str], what: str) -> StanceError:
+    """sklearn's verdict on parameters that do not suit the data, as one line naming the outer fold."""
+    return StanceError(f"{_where(exc, names)}{what} cannot be fitted ({_first_line(exc)})")
 
 
 def classifier_fitter(train_params: dict, seed: int) -> Fitter:
@@ -158,8 +165,7 @@ def tfidf_fitter(settings: dict, train_params: dict, seed: int) -> Fitter:
     metric = train_params.get("selection_metric", "f_avg")
 
     def failed(exc: ValueError, where: str) -> StanceError:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return StanceError(f"inside {where}: TF-IDF baseline: {message} (check evaluate.tfidf in params.yaml)")
+        return StanceError(f"{where}TF-IDF baseline: {_first_line(exc)} (check evaluate.tfidf in params.yaml)")
 
     def fit(parts, names):
         vectorizers, problems = [], []
@@ -169,7 +175,7 @@ def tfidf_fitter(settings: dict, train_params: dict, seed: int) -> Fitter:
                                              strip_accents="unicode").fit(texts)
                 folds = grouped_folds(y, groups, _inner(train_params, groups)["cv_folds"], seed)
             except ValueError as exc:
-                raise failed(exc, where) from None
+                raise failed(exc, f"inside {where}: ") from None
             except StanceError as exc:
                 raise StanceError(f"inside {where}: {exc}") from None
             vectorizers.append(vectorizer)
@@ -179,7 +185,7 @@ def tfidf_fitter(settings: dict, train_params: dict, seed: int) -> Fitter:
         try:
             found = grouped_searches(search, grid, problems, scorer(metric), n_jobs(train_params))
         except ValueError as exc:
-            raise failed(exc, names[getattr(exc, "problem", 0)]) from None
+            raise failed(exc, _where(exc, names)) from None
         return [make_pipeline(vectorizer, result.best_estimator.named_steps["classifier"])
                 for vectorizer, result in zip(vectorizers, found)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -142,6 +143,7 @@ def test_a_baseline_that_does_not_fit_the_data_is_reported_not_fatal(good):
     assert "too many neighbours" not in metrics["baselines"]
     report = (Path(good["paths"]["reports_dir"]) / "evaluation.md").read_text()
     assert "- too many neighbours: not evaluated (" in report and "n_neighbors" in report
+    assert re.search(r"not evaluated \(inside outer fold \d of \d: knn cannot be fitted \(", report)
 
 
 @pytest.mark.parametrize("baselines, message", [

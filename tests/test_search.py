@@ -3,7 +3,7 @@ import pytest
 
 from pipeline import train
 from pipeline.features import model_inputs
-from pipeline.search import grouped_search, shares_features
+from pipeline.search import ProblemError, grouped_search, grouped_searches, shares_features
 
 
 def _data(seed: int = 4, n: int = 60):
@@ -72,3 +72,28 @@ def test_decisions_are_left_out_when_a_training_part_lacks_a_class():
     assert found.decisions is None
     assert grouped_search(pipeline, {"classifier__C": [1.0]}, X, y, folds[1:], "accuracy",
                           decisions=True).decisions.shape == (len(y), 3)
+
+
+def test_several_problems_at_once_give_what_each_gives_alone():
+    X, y, groups = _data()
+    other_X, other_y, other_groups = _data(seed=9, n=45)
+    pipeline = train.build_classifier("logistic_regression", {"class_weight": "balanced"}, 0, "text+embedding")
+    grid = {"classifier__C": [0.1, 3.0]}
+    problems = [(X, y, train.grouped_folds(y, groups, 3, seed=1)),
+                (other_X, other_y, train.grouped_folds(other_y, other_groups, 4, seed=1))]
+    together = grouped_searches(pipeline, grid, problems, "accuracy", n_jobs=2, decisions=True)
+    for (data, labels, folds), found in zip(problems, together):
+        alone = grouped_search(pipeline, grid, data, labels, folds, "accuracy", decisions=True)
+        assert found.mean_scores == alone.mean_scores and found.best_params == alone.best_params
+        assert np.array_equal(found.decisions, alone.decisions)
+        assert np.array_equal(found.best_estimator.predict_proba(data), alone.best_estimator.predict_proba(data))
+
+
+def test_an_error_names_the_problem_it_came_from():
+    X, y, groups = _data()
+    folds = train.grouped_folds(y, groups, 3, seed=1)
+    pipeline = train.build_classifier("logistic_regression", {}, 0)
+    only_favor = np.full(len(y), "favor")  # logistic regression refuses a single class
+    with pytest.raises(ProblemError, match="at least 2 classes") as raised:
+        grouped_searches(pipeline, {"classifier__C": [1.0]}, [(X, y, folds), (X, only_favor, folds)], "accuracy")
+    assert raised.value.problem == 1
