@@ -229,6 +229,12 @@ class OpenVINOEmbedder:
         export is loaded this way: making one (first use) stays in the foreground, where it prints."""
         if self._request is not None or self._loader is not None:
             return
+        # The import itself runs here: it holds the GIL either way (a thread would only slow this
+        # thread's own imports down), whereas compiling does not, and then overlaps with them.
+        try:
+            import_openvino()
+        except ImportError:
+            pass  # reported where it always was: by the loading below
 
         def load() -> None:
             try:
