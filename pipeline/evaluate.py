@@ -34,7 +34,7 @@ from pipeline.errors import StanceError
 from pipeline.files import atomic_path, write_json_atomic, write_text_atomic
 from pipeline.features import take
 from pipeline.train import (build_classifier, f_avg, fit_classifiers, grid_for_pipeline, grouped_folds, n_jobs,
-                            scorer, training_set)
+                            naming_part, scorer, training_set)
 
 DEFAULT_TFIDF = {"ngram_range": [1, 2], "min_df": 2, "grid": {"C": [1.0, 10.0, 100.0]}}
 BUILT_IN = ("majority class", "TF-IDF + logistic regression", "shipped model")
@@ -169,15 +169,14 @@ def tfidf_fitter(settings: dict, train_params: dict, seed: int) -> Fitter:
 
     def fit(parts, names):
         vectorizers, problems = [], []
-        for (texts, y, groups), where in zip(parts, names):
+        for number, ((texts, y, groups), where) in enumerate(zip(parts, names)):
             try:
                 vectorizer = TfidfVectorizer(ngram_range=ngram_range, min_df=settings["min_df"], sublinear_tf=True,
                                              strip_accents="unicode").fit(texts)
-                folds = grouped_folds(y, groups, _inner(train_params, groups)["cv_folds"], seed)
+                with naming_part(names, number):
+                    folds = grouped_folds(y, groups, _inner(train_params, groups)["cv_folds"], seed)
             except ValueError as exc:
                 raise failed(exc, f"inside {where}: ") from None
-            except StanceError as exc:
-                raise StanceError(f"inside {where}: {exc}") from None
             vectorizers.append(vectorizer)
             problems.append((vectorizer.transform(texts), y, folds))
         search = Pipeline([("features", FunctionTransformer()),  # the features are already TF-IDF

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections import Counter
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -136,6 +137,17 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_param
     return fit_classifiers([(X, y, groups)], train_params, seed)[0]
 
 
+@contextmanager
+def naming_part(names: list[str] | None, number: int):
+    """A StanceError raised inside starts with "inside <names[number]>: " (unchanged without names)."""
+    try:
+        yield
+    except StanceError as exc:
+        if names is None:
+            raise
+        raise StanceError(f"inside {names[number]}: {exc}") from None
+
+
 def fit_classifiers(parts: list[tuple], train_params: dict, seed: int, names: list[str] | None = None) -> list[tuple]:
     """`fit_classifier` on each `(X, y, groups)` part (the outer training parts of a nested
     cross-validation), their grid searches sharing one pool of workers. A part's error starts with
@@ -150,12 +162,8 @@ def fit_classifiers(parts: list[tuple], train_params: dict, seed: int, names: li
                                  train_params.get("features", "embedding"), train_params.get("feature_params"))
     problems = []
     for number, (X, y, groups) in enumerate(parts):
-        try:
+        with naming_part(names, number):
             problems.append((X, y, grouped_folds(y, groups, int(train_params.get("cv_folds", 5)), seed)))
-        except StanceError as exc:
-            if names is None:
-                raise
-            raise StanceError(f"inside {names[number]}: {exc}") from None
     grid = grid_for_pipeline(train_params.get("grid"))
     metric = train_params.get("selection_metric", "f_avg")
     jobs = n_jobs(train_params)
@@ -175,11 +183,8 @@ def fit_classifiers(parts: list[tuple], train_params: dict, seed: int, names: li
             "calibration": calibration,
         }
         try:
-            fitted.append((_calibrate(found, calibration, X, y, folds, jobs, summary), summary))
-        except StanceError as exc:
-            if names is None:
-                raise
-            raise StanceError(f"inside {names[number]}: {exc}") from None
+            with naming_part(names, number):
+                fitted.append((_calibrate(found, calibration, X, y, folds, jobs, summary), summary))
         except ValueError as exc:
             from pipeline.search import ProblemError
 
