@@ -140,9 +140,10 @@ def text_and_embedding_features(embedding_weight: float = 0.5, min_df: int = 2, 
     return ColumnTransformer(parts, transformer_weights=weights)
 
 
-def tfidf_numpy(texts: list[str], vocabulary: dict[str, int], idf: np.ndarray) -> np.ndarray:
-    """What the fitted TF-IDF step computes (sublinear tf, idf, l2 norm), as a dense numpy matrix."""
-    out = np.zeros((len(texts), len(idf)))
+def tfidf_entries(texts: list[str], vocabulary: dict[str, int], idf: np.ndarray):
+    """The non-zero entries of what the fitted TF-IDF step computes (sublinear tf, idf, l2 norm):
+    (rows, columns, values), rows in order, each row's entries in order of first occurrence."""
+    rows, columns, values = [], [], []
     for row, text in enumerate(texts):
         counts: dict[int, int] = {}
         for term in analyze(text):
@@ -150,8 +151,19 @@ def tfidf_numpy(texts: list[str], vocabulary: dict[str, int], idf: np.ndarray) -
             if column is not None:
                 counts[column] = counts.get(column, 0) + 1
         if counts:
-            columns = np.fromiter(counts, dtype=np.int64, count=len(counts))
-            values = 1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))
-            out[row, columns] = values * idf[columns]
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.divide(out, norms, out=out, where=norms > 0)
+            found = np.fromiter(counts, dtype=np.int64, count=len(counts))
+            weights = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))) * idf[found]
+            rows.append(np.full(len(found), row, dtype=np.int64))
+            columns.append(found)
+            values.append(weights / np.linalg.norm(weights))
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(rows), np.concatenate(columns), np.concatenate(values)
+
+
+def tfidf_numpy(texts: list[str], vocabulary: dict[str, int], idf: np.ndarray) -> np.ndarray:
+    """What the fitted TF-IDF step computes, as a dense numpy matrix (see `tfidf_entries`)."""
+    rows, columns, values = tfidf_entries(texts, vocabulary, idf)
+    out = np.zeros((len(texts), len(idf)))
+    out[rows, columns] = values
+    return out

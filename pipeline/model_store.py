@@ -65,24 +65,35 @@ class LinearModel:
         self.context_weight = context_weight
         self.n_features_in_ = self.coef_.shape[1]
 
-    def features(self, texts, X, context=None) -> np.ndarray:
+    def decision_function(self, texts, X, context=None) -> np.ndarray:
+        """The linear scores of each paragraph (its text, embedding and, for a model that reads it,
+        document context). The word part is summed over each paragraph's words alone (the TF-IDF
+        row is sparse), never as a dense row as wide as the vocabulary."""
         X = np.asarray(X, dtype=np.float64)
         if self.words is None:
-            return X
-        from pipeline.features import tfidf_numpy
+            return X @ self.coef_.T + self.intercept_
+        from pipeline.features import tfidf_entries
 
         vocabulary, idf, weight = self.words
-        parts = [tfidf_numpy(list(texts), vocabulary, idf), weight * X]
+        width = len(idf)
+        expected = width + X.shape[1] * (1 if self.context_weight is None else 2)
+        if expected != self.n_features_in_:
+            raise ValueError(f"embeddings of width {X.shape[1]} do not fit this model ({self.n_features_in_} features, "
+                             f"{width} of them words)")
+        scores = weight * X @ self.coef_[:, width:width + X.shape[1]].T + self.intercept_
+        rows, columns, values = tfidf_entries(list(texts), vocabulary, idf)
+        for k, coef in enumerate(self.coef_[:, :width]):
+            scores[:, k] += np.bincount(rows, weights=values * coef[columns], minlength=len(X))
         if self.context_weight is not None:
             if context is None:
                 raise ValueError("this model reads the document context: pass the context of each paragraph")
-            parts.append(self.context_weight * np.asarray(context, dtype=np.float64))
-        return np.hstack(parts)
+            scores += self.context_weight * np.asarray(context, dtype=np.float64) @ self.coef_[:, width + X.shape[1]:].T
+        return scores
 
     def probabilities(self, texts, X, context=None) -> np.ndarray:
         """Class probabilities (columns in `classes_` order) from paragraph texts, embeddings and
         (for a model that reads it) document context."""
-        scores = self.features(texts, X, context) @ self.coef_.T + self.intercept_
+        scores = self.decision_function(texts, X, context)
         if self.kind == "softmax":
             scores = np.exp(scores - scores.max(axis=1, keepdims=True))
             return scores / scores.sum(axis=1, keepdims=True)

@@ -127,6 +127,8 @@ def test_hybrid_pipeline_is_reproduced_without_sklearn():
                        model.predict_proba(features.model_inputs(new, Z)), atol=1e-9)
     with pytest.raises(ValueError, match="reads paragraph texts"):
         fast.predict_proba(Z)
+    with pytest.raises(ValueError, match="embeddings of width 4 do not fit this model"):
+        fast.probabilities(new, Z[:, :4])
 
 
 def test_words_change_the_prediction_only_for_a_model_that_reads_them():

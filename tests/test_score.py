@@ -87,6 +87,18 @@ def test_calibrated_threshold_of_the_tiny_project(shared_project, fake_embedder)
     assert [p["out_of_domain"] for p in result["paragraphs"]] == [False, True]
 
 
+def test_a_paragraph_within_float_noise_of_the_threshold_is_in_domain(shared_project, fake_embedder):
+    # float32 similarities move in the last digit with the shape of the batch they are computed in
+    # (the archive and `stance score` batch differently): that must not flip the flag.
+    scorer = load_scorer(shared_project, embedder=fake_embedder)
+    text = f"{FAVOR[0]} Report number 4."
+    [[similarity]] = scorer.reference.nearest(scorer.embed([text]), 1)[1]
+    for margin, expected in ((5e-7, False), (1e-5, True)):
+        scorer.ood_threshold = float(similarity) + margin
+        [result] = score_documents([Document("d", [text])], scorer)
+        assert result["paragraphs"][0]["out_of_domain"] is expected, margin
+
+
 def test_threshold_follows_the_configured_percentile():
     rows = [{"id": f"p{i}", "doc": f"d{i % 5}", "text": ""} for i in range(50)]
     X = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
