@@ -180,7 +180,8 @@ def tfidf_fitter(settings: dict, train_params: dict, seed: int) -> Fitter:
             vectorizers.append(vectorizer)
             problems.append((vectorizer.transform(texts), y, folds))
         search = Pipeline([("features", FunctionTransformer()),  # the features are already TF-IDF
-                           ("classifier", LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed))])
+                           ("classifier", LogisticRegression(class_weight="balanced", solver="newton-cg", tol=1e-6,
+                                                             max_iter=5000, random_state=seed))])
         try:
             found = grouped_searches(search, grid, problems, scorer(metric), n_jobs(train_params))
         except ValueError as exc:
