@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import train
 from pipeline.errors import StanceError
@@ -45,6 +47,20 @@ def test_build_classifier_from_params():
 def test_f_avg_is_mean_of_favor_and_against_f1():
     y = ["favor", "favor", "against", "none"]
     assert train.f_avg(y, ["favor", "none", "against", "none"]) == pytest.approx((2 / 3 + 1) / 2)
+    assert train.f_avg(["none"], ["none"]) == 0.0  # neither stance present nor predicted
+    with pytest.raises(ValueError, match="two label lists of one length"):
+        train.f_avg(y, y[:3])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["favor", "against", "none"]), st.sampled_from(["favor", "against", "none"])),
+                min_size=1, max_size=40))
+def test_f_avg_equals_sklearn(pairs):
+    from sklearn.metrics import f1_score
+
+    y_true, y_pred = (list(side) for side in zip(*pairs))
+    expected = f1_score(y_true, y_pred, labels=["favor", "against"], average="macro", zero_division=0)
+    assert train.f_avg(y_true, y_pred) == pytest.approx(expected, rel=0, abs=1e-15)
 
 
 def test_run_saves_model_and_metadata(trained_project):
