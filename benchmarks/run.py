@@ -1,6 +1,6 @@
 """The performance benchmark: one command, one run, every number the README quotes.
 
-    .venv/bin/python benchmarks/run.py            # full run, about 15-25 minutes on 2 cores
+    .venv/bin/python benchmarks/run.py            # full run, about 40 minutes on 2 cores
     .venv/bin/python benchmarks/run.py --quick    # a smoke run with small numbers
 
 Measures, on a generated corpus of realistic op-ed paragraphs (benchmarks/corpus.py):
