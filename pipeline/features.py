@@ -160,10 +160,3 @@ def tfidf_entries(texts: list[str], vocabulary: dict[str, int], idf: np.ndarray)
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
     return np.concatenate(rows), np.concatenate(columns), np.concatenate(values)
 
-
-def tfidf_numpy(texts: list[str], vocabulary: dict[str, int], idf: np.ndarray) -> np.ndarray:
-    """What the fitted TF-IDF step computes, as a dense numpy matrix (see `tfidf_entries`)."""
-    rows, columns, values = tfidf_entries(texts, vocabulary, idf)
-    out = np.zeros((len(texts), len(idf)))
-    out[rows, columns] = values
-    return out

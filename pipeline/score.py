@@ -11,10 +11,10 @@ Params:  `embedding.*`, `score.uncertain_below`, `score.document_min_share`,
 
 Paragraph rules: `uncertain` when the top probability is below `score.uncertain_below`.
 `out_of_domain` when the paragraph's nearest labelled training paragraph is less similar than the
-threshold calibrated on the reference set (see `pipeline.reference`; by more than float noise,
-`SIMILARITY_TOLERANCE`); such a paragraph is about
-something the model never saw, so its `label` is `none` whatever the classifier says (its
-probabilities are still reported as computed) and it plays no part in the document verdict.
+threshold calibrated on the reference set (see `pipeline.reference`), by more than float noise
+(`SIMILARITY_TOLERANCE`); such a paragraph is about something the model never saw, so its `label`
+is `none` whatever the classifier says (its probabilities are still reported as computed) and it
+plays no part in the document verdict.
 Without a reference set (a model trained before it existed) `out_of_domain` is null.
 
 Document verdict rule: each in-domain paragraph weighs by its length in words; `mass` is the
@@ -220,7 +220,10 @@ def score_documents(documents: list[Document], scorer: Scorer, progress=None, ex
             progress(len(chunk))
     # A paragraph is read in its document: the classifier sees the document's mean embedding too.
     context = document_context(embeddings, owner)
-    probabilities = scorer.classify(flat, embeddings, context)
+    probabilities = np.zeros((len(flat), len(LABELS)))
+    for start in range(0, len(flat), scorer.chunk):  # in chunks: memory stays bounded for any number of paragraphs
+        rows = slice(start, start + scorer.chunk)
+        probabilities[rows] = scorer.classify(flat[rows], embeddings[rows], context[rows])
     if reference is not None and k:
         out_of_domain = similarities[:, 0] < scorer.ood_threshold - SIMILARITY_TOLERANCE
     else:

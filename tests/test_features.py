@@ -103,10 +103,12 @@ def _fitted_tfidf(texts):
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.text(alphabet="abc déÉ.,\n", max_size=40), min_size=1, max_size=6))
-def test_numpy_tfidf_equals_sklearn(texts):
+def test_tfidf_entries_equal_sklearn(texts):
     vectorizer = _fitted_tfidf(TEXTS)
     expected = vectorizer.transform(texts).toarray()
-    got = features.tfidf_numpy(texts, vectorizer.vocabulary_, vectorizer.idf_)
+    rows, columns, values = features.tfidf_entries(texts, vectorizer.vocabulary_, vectorizer.idf_)
+    got = np.zeros_like(expected)
+    got[rows, columns] = values
     assert np.allclose(got, expected, atol=1e-12)
 
 
