@@ -156,11 +156,17 @@ def to_table(results: list[dict], color: bool = False, width: int = 80, uncertai
                               Text(_snippet(f"{e['document']}: {e['text']}", text_width), style="dim"))
         console.print(table)
         console.print()
-    if results:
+    if results:  # a key only for the marks the table shows
+        paragraphs = [p for doc in results for p in doc["paragraphs"]]
         below = f" (top probability < {uncertain_below:g})" if uncertain_below is not None else ""
-        console.print(f"? uncertain{below}   * decisive for the verdict", style="dim")
-        console.print("off-topic: far from all training paragraphs; counted as none, not in the verdict",
-                      style="dim", overflow="fold")
+        keys = [key for key, shown in ((f"? uncertain{below}", any(p["uncertain"] and not p.get("out_of_domain")
+                                                                   for p in paragraphs)),
+                                       ("* decisive for the verdict", any(doc["decisive"] for doc in results))) if shown]
+        if keys:
+            console.print("   ".join(keys), style="dim")
+        if any(p.get("out_of_domain") for p in paragraphs):
+            console.print("off-topic: far from all training paragraphs; counted as none, not in the verdict",
+                          style="dim", overflow="fold")
         if explained:
             console.print("↳ most similar labelled training paragraphs (cosine similarity, document)",
                           style="dim", overflow="fold")

@@ -52,6 +52,16 @@ def test_table_fits_80_columns_without_colour(explain):
     assert ("↳ favor" in text) == explain and ("sim 0.73" in text) == explain
 
 
+def test_table_key_explains_only_the_marks_it_shows():
+    text = render(results(), "table", color=False, width=80, uncertain_below=0.5)
+    assert "? uncertain (top probability < 0.5)" in text and "* decisive" in text and "off-topic: far" in text
+    plain = results()[1:]  # one sure, in-domain paragraph
+    text = render(plain, "table", color=False, width=80, uncertain_below=0.5)
+    assert "* decisive for the verdict" in text and "uncertain" not in text and "off-topic" not in text
+    plain[0]["decisive"] = []
+    assert "decisive" not in render(plain, "table", color=False, width=80)
+
+
 def test_table_prints_text_literally_with_record_ids_and_no_trailing_spaces():
     data = results()
     data[0]["paragraphs"][1]["text"] = "As the minister said [bold]twice[/bold] in 2017 [1], the talks stalled."
