@@ -36,7 +36,8 @@ from pipeline.features import take
 from pipeline.train import (build_classifier, f_avg, fit_classifiers, grid_for_pipeline, grouped_folds, n_jobs,
                             naming_part, scorer, training_set)
 
-DEFAULT_TFIDF = {"ngram_range": [1, 2], "min_df": 2, "grid": {"C": [1.0, 10.0, 100.0]}}
+DEFAULT_TFIDF = {"ngram_range": [1, 2], "min_df": 2, "grid": {"C": [1.0, 10.0, 100.0]},
+                 "classifier_params": {"class_weight": "balanced", "solver": "newton-cg", "tol": 1e-6, "max_iter": 5000}}
 BUILT_IN = ("majority class", "TF-IDF + logistic regression", "shipped model")
 BASELINE_KEYS = {"name", "classifier", "classifier_params", "grid", "calibration", "features", "feature_params"}
 PLOTS = {"confusion_matrix": "confusion_matrix.png", "precision_recall": "precision_recall.png",
@@ -162,6 +163,10 @@ def tfidf_fitter(settings: dict, train_params: dict, seed: int) -> Fitter:
     except (TypeError, ValueError, AttributeError):
         raise StanceError("params.yaml: evaluate.tfidf.ngram_range must be two whole numbers and "
                           "evaluate.tfidf.grid a mapping of lists") from None
+    try:
+        classifier = LogisticRegression(**{"random_state": seed, **dict(settings["classifier_params"] or {})})
+    except (TypeError, ValueError) as exc:
+        raise StanceError(f"params.yaml: evaluate.tfidf.classifier_params: {_first_line(exc)}") from None
     metric = train_params.get("selection_metric", "f_avg")
 
     def failed(exc: ValueError, where: str) -> StanceError:
@@ -180,8 +185,7 @@ def tfidf_fitter(settings: dict, train_params: dict, seed: int) -> Fitter:
             vectorizers.append(vectorizer)
             problems.append((vectorizer.transform(texts), y, folds))
         search = Pipeline([("features", FunctionTransformer()),  # the features are already TF-IDF
-                           ("classifier", LogisticRegression(class_weight="balanced", solver="newton-cg", tol=1e-6,
-                                                             max_iter=5000, random_state=seed))])
+                           ("classifier", classifier)])
         try:
             found = grouped_searches(search, grid, problems, scorer(metric), n_jobs(train_params))
         except ValueError as exc:

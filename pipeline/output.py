@@ -159,9 +159,11 @@ def to_table(results: list[dict], color: bool = False, width: int = 80, uncertai
     if results:  # a key only for the marks the table shows
         paragraphs = [p for doc in results for p in doc["paragraphs"]]
         below = f" (top probability < {uncertain_below:g})" if uncertain_below is not None else ""
-        keys = [key for key, shown in ((f"? uncertain{below}", any(p["uncertain"] and not p.get("out_of_domain")
-                                                                   for p in paragraphs)),
-                                       ("* decisive for the verdict", any(doc["decisive"] for doc in results))) if shown]
+        keys = []
+        if any(p["uncertain"] and not p.get("out_of_domain") for p in paragraphs):  # off-topic rows show no "?"
+            keys.append(f"? uncertain{below}")
+        if any(doc["decisive"] for doc in results):
+            keys.append("* decisive for the verdict")
         if keys:
             console.print("   ".join(keys), style="dim")
         if any(p.get("out_of_domain") for p in paragraphs):

@@ -342,6 +342,7 @@ def test_dvc_declares_the_reports_and_plots():
     ({"max_features": 10}, "evaluate.tfidf has unknown keys max_features"),
     ({"ngram_range": "one"}, "evaluate.tfidf.ngram_range must be two whole numbers"),
     ({"min_df": 10_000}, r"inside outer fold 1 of 3: TF-IDF baseline: .*check evaluate.tfidf in params.yaml"),
+    ({"classifier_params": {"no_such": 1}}, r"evaluate.tfidf.classifier_params: .*no_such"),
 ])
 def test_bad_tfidf_settings_are_clear_errors(good, tfidf, message):
     good["evaluate"]["tfidf"] = tfidf
