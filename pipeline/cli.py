@@ -79,10 +79,25 @@ def train(params: Path = ParamsOption) -> None:
 @app.command()
 def evaluate(params: Path = ParamsOption,
              check: bool = typer.Option(False, "--check", help="Quality gate (CI): print the written Markdown report "
-                                        "and exit non-zero when f_avg is below evaluate.f_avg_floor; evaluates nothing.")) -> None:
+                                        "and exit non-zero when f_avg is below evaluate.f_avg_floor; evaluates nothing."),
+             external: bool = typer.Option(False, "--external", help="Score the hydrated real development set "
+                                           "(`stance hydrate`) with the shipped model: writes reports/external.md "
+                                           "and .json.")) -> None:
     """Out-of-fold evaluation (nested, grouped by document): writes metrics, plots and reports/evaluation.md."""
     def action():
         settings = _params(params)
+        if external:
+            from pipeline.external_eval import run_external
+
+            results = run_external(settings)
+            for name in ("all", "select", "report"):
+                if name in results:
+                    m = results[name]
+                    low, high = m["f_avg_interval"]
+                    typer.echo(f"{name}: {m['pages']} pages, {m['paragraphs']} paragraphs: f_avg {m['f_avg']:.3f} "
+                               f"({low:.2f}-{high:.2f}), page verdicts {m['page_accuracy']:.3f}", err=True)
+            typer.echo(f"report in {Path(settings['paths']['reports_dir']) / 'external.md'}", err=True)
+            return
         if check:
             from pipeline.quality_gate import check_gate
             check_gate(settings)
@@ -93,6 +108,33 @@ def evaluate(params: Path = ParamsOption,
         typer.echo(f"f_avg {metrics['f_avg']}  macro_f1 {metrics['macro_f1']}  accuracy {metrics['accuracy']}  "
                    f"ece {metrics['ece']}; report in {Path(settings['paths']['reports_dir']) / 'evaluation.md'}",
                    err=True)
+
+    _run(action)
+
+
+@app.command()
+def hydrate(
+    source: Optional[Path] = typer.Option(None, "--from", help="A folder of saved pages named <key>.txt or "
+                                          "<key>.html (default: the pages already in paths.real_dir)."),
+    fetch: bool = typer.Option(False, "--fetch", help="Download pages that are not saved (needs a network)."),
+    private_hosts: bool = typer.Option(False, "--private-hosts", help="Let --fetch reach private and loopback "
+                                       "addresses (a mirror on an intranet); refused by default."),
+    params: Path = ParamsOption,
+) -> None:
+    """Rebuild the real development set's text from saved pages (or the network), checked by hash."""
+    from pipeline.real_set import hydrate as run_hydrate
+
+    def action():
+        settings = _params(params)
+        summary = run_hydrate(settings["paths"]["real_manifest"], settings["paths"]["real_dir"], source, fetch,
+                                  private_hosts)
+        for problem in summary["problems"]:
+            typer.echo(problem, err=True)
+        typer.echo(f"hydrated {summary['hydrated']} of {summary['paragraphs']} paragraphs from "
+                   f"{summary['pages_found']} of {summary['pages']} pages into {summary['path']}; "
+                   f"{len(summary['problems'])} problems", err=True)
+        if summary["problems"]:
+            raise typer.Exit(1)
 
     _run(action)
 

