@@ -148,7 +148,12 @@ def score(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically) instead of stdout."),
     explain: bool = typer.Option(False, "--explain", help="Show each paragraph's most similar labelled "
                                  "training paragraphs (label, document, similarity)."),
-    params: Path = ParamsOption,
+    project: Optional[Path] = typer.Option(None, "--project", help="The stance project to use (default: "
+                                           "$STANCE_PROJECT, else the nearest folder upwards with params.yaml, "
+                                           "else the installed one)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A trained model folder (model.joblib, "
+                                         "model.json, reference.npz) copied anywhere."),
+    params: Optional[Path] = typer.Option(None, "--params", help="Settings file (default: the project's)."),
     precision: Optional[str] = typer.Option(None, help="Embedding precision: auto | fp32 | bf16 (default: "
                                             "embedding.precision); auto = bf16 where the CPU has it natively."),
     backend: Optional[str] = typer.Option(None, help="Embedding backend: auto | torch | openvino (default: "
@@ -166,9 +171,10 @@ def score(
     if fmt not in FORMATS:
         fail(f"unknown --format {format!r} (expected one of {', '.join(FORMATS)})", 2)
     try:
+        from pipeline.project import project_params
         from pipeline.scoring_run import run_score
 
-        settings = _params(params)
+        settings = project_params(params, project, model)
         if backend is not None:  # the command-line choice overrides params.yaml
             settings["embedding"] = {**(settings.get("embedding") or {}), "backend": backend}
         code = run_score(paths, fmt, output, settings, precision=precision, explain=explain)

@@ -218,9 +218,17 @@ def embed_texts(texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache 
     return np.stack([known[h] for h in hashes]).astype(np.float32)
 
 
-def make_embedder(params: dict, **overrides) -> Embedder:
-    """The embedder the `embedding` params (and non-None `overrides`, e.g. precision/backend) describe."""
-    settings = {**(params.get("embedding") or {}), **{k: v for k, v in overrides.items() if v is not None}}
+def make_embedder(params: dict, scoring: bool = False, **overrides) -> Embedder:
+    """The embedder the `embedding` params (and non-None `overrides`, e.g. precision/backend) describe.
+
+    `scoring`: the embedder scores new text, so its precision is `score.precision` when set: the
+    embeddings the model trains on are fp32 on every processor (`embedding.precision`), so a
+    fresh `dvc repro` reproduces the committed results anywhere, while scoring may use bf16 where
+    the processor computes it natively (`auto`)."""
+    settings = dict(params.get("embedding") or {})
+    if scoring and (params.get("score") or {}).get("precision"):
+        settings["precision"] = params["score"]["precision"]
+    settings.update({k: v for k, v in overrides.items() if v is not None})
     model = settings.get("model") or DEFAULT_MODEL
     try:
         batch_size = int(settings.get("batch_size", 32))

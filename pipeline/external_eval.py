@@ -133,6 +133,12 @@ def markdown_report(results: dict, meta: dict) -> str:
         if name in results:
             lines.append(_line({"all": "all", "select": "select half (choices made here)",
                                 "report": "report half (untouched by choices)"}[name], results[name]))
+    agreement = results.get("agreement") or {}
+    if agreement.get("paragraphs"):
+        lines += ["", f"Labels: a blind second pass over {agreement['paragraphs']} paragraphs of {agreement['pages']} pages "
+                  f"agrees with the manifest on {agreement['paragraph_agreement']:.1%} of paragraphs (Cohen's kappa "
+                  f"{agreement['paragraph_kappa']:.2f}) and {agreement['page_agreement']:.1%} of page verdicts "
+                  f"(kappa {agreement['page_kappa']:.2f})."]
     confusion = results["all"]["confusion_matrix"]
     lines += ["", "Paragraphs, all pages (rows: label; columns: predicted):", "",
               "| | " + " | ".join(LABELS) + " |", "|---" * (len(LABELS) + 1) + "|"]
@@ -167,6 +173,9 @@ def run_external(params: dict) -> dict:
     if draws < 100:
         raise StanceError(f"params.yaml: evaluate.external.bootstrap must be at least 100, got {draws}")
     results = external_results(records, predicted, verdicts, draws, int(params.get("seed", 0)))
+    from pipeline.real_set import second_pass_agreement
+
+    results["agreement"] = second_pass_agreement(paths["real_manifest"], paths.get("real_second_pass", "data/real/second_pass"))
     results["model"] = {"embedding_model": scorer.meta.get("embedding_model"),
                         "features": (scorer.meta.get("params") or {}).get("features"),
                         "model_sha256": scorer.meta.get("model_sha256")}

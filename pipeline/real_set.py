@@ -197,3 +197,38 @@ def load_hydrated(real_dir: str | Path, manifest_path: str | Path) -> list[dict]
     if not records:
         raise StanceError(f"{path}: no hydrated paragraph matches {manifest_path} (run `stance hydrate` again)")
     return records
+
+
+SECOND_PASS_COLUMNS = ["url", "paragraph_index", "sha256", "label", "page_verdict", "annotator"]
+
+
+def second_pass_agreement(manifest_path: str | Path, second_dir: str | Path) -> dict:
+    """Cohen's kappa between the manifest's labels and the blind second passes (`<second_dir>/*.csv`,
+    rows keyed by url, paragraph index and sha256), for paragraphs and for page verdicts."""
+    from pipeline.agreement import kappa
+
+    manifest = read_manifest(manifest_path, required=False)
+    first = {(r["url"], r["paragraph_index"], r["sha256"]): r for r in manifest.rows}
+    pairs, pages = [], {}
+    for path in sorted(Path(second_dir).glob("*.csv")):
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in SECOND_PASS_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise StanceError(f"{path}: missing columns {', '.join(missing)}")
+            for line, row in enumerate(reader, start=2):
+                key = (row["url"].strip(), int(row["paragraph_index"]) if row["paragraph_index"].strip().isdigit() else -1,
+                       row["sha256"].strip())
+                if row["label"] not in LABELS or row["page_verdict"] not in LABELS:
+                    raise StanceError(f"{path}:{line}: unknown label {row['label']!r} or page_verdict {row['page_verdict']!r}")
+                if key in first:
+                    pairs.append((first[key]["label"], row["label"]))
+                    pages[key[0]] = (first[key]["page_verdict"], row["page_verdict"])
+    if not pairs:
+        return {"paragraphs": 0, "pages": 0}
+    a, b = zip(*pairs)
+    pa, pb = zip(*pages.values())
+    return {"paragraphs": len(pairs), "paragraph_agreement": round(sum(x == y for x, y in pairs) / len(pairs), 4),
+            "paragraph_kappa": round(kappa(list(a), list(b)), 4), "pages": len(pages),
+            "page_agreement": round(sum(x == y for x, y in zip(pa, pb)) / len(pa), 4),
+            "page_kappa": round(kappa(list(pa), list(pb)), 4)}

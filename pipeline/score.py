@@ -129,7 +129,7 @@ def load_scorer(params: dict, embedder: Embedder | None = None, explain: bool = 
     settings = score_settings(params)
     paths = params["paths"]
     estimator, meta = load_model(paths["model"], paths["model_meta"])
-    embedder = embedder or embed.make_embedder(params, **overrides)
+    embedder = embedder or embed.make_embedder(params, scoring=True, **overrides)
     check_embedding_identity(meta, embedder.identity, paths["model_meta"])
     scorer = Scorer(estimator, embedder, meta, float(settings["uncertain_below"]),
                     float(settings["document_min_share"]), explain_neighbours=settings["explain_neighbours"],

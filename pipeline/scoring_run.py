@@ -120,7 +120,7 @@ def run_score(paths: list[str], fmt: str, output: Path | None, params: dict, pre
     #                 while the rest is read and imported (~0.3 s of a cold start)
 
     def start_loading() -> None:
-        embedder = make_embedder(params, precision=precision)
+        embedder = make_embedder(params, scoring=True, precision=precision)
         embedders.append(embedder)
         if hasattr(embedder, "start_loading"):
             embedder.start_loading()

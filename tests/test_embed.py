@@ -116,6 +116,17 @@ def test_make_embedder_builds_the_configured_backend_and_overrides_win(monkeypat
     assert not list(tmp_path.iterdir())  # nothing is loaded or exported until the first encode
 
 
+def test_training_embeddings_are_fp32_on_any_cpu_and_scoring_may_use_bf16(monkeypatch, tmp_path):
+    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: True)  # an AMX processor
+    params = {"embedding": {"model": "default", "precision": "fp32", "backend": "openvino", "export_dir": str(tmp_path)},
+              "score": {"precision": "auto"}}
+    assert make_embedder(params).identity.endswith("/openvino-fp32")
+    assert make_embedder(params, scoring=True).identity.endswith("/openvino-bf16")
+    assert make_embedder(params, scoring=True, precision="fp32").identity.endswith("/openvino-fp32")
+    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: False)
+    assert make_embedder(params, scoring=True).identity.endswith("/openvino-fp32")
+
+
 def test_no_heavy_imports_before_the_first_encode():
     probe = ("import sys; from pipeline.embed import make_embedder; make_embedder({}); "
              "print([m for m in ('torch', 'sentence_transformers', 'openvino', 'sklearn') if m in sys.modules])")
