@@ -103,6 +103,21 @@ def kind_lines(results: dict) -> list[str]:
             *_table(["kind", "documents", "paragraphs", "f_avg", "macro-F1", "accuracy"], rows), ""]
 
 
+def genre_lines(results: dict) -> list[str]:
+    by_genre = results.get("by_genre") or {}
+    if not by_genre:
+        return []
+    rows = []
+    for genre, m in by_genre.items():
+        shares = "/".join(f"{m[label] / m['paragraphs']:.0%}" for label in LABELS)
+        rows.append([genre, str(m["documents"]), str(m["paragraphs"]), *[str(m[label]) for label in LABELS], shares,
+                     _num(m["f_avg"])])
+    return ["## Labels by genre", "",
+            "Paragraphs per label in each genre of document (`data/raw/sources.csv`), and the out-of-fold f_avg "
+            "there. A genre whose paragraphs nearly all carry one label teaches the model genre, not stance.", "",
+            *_table(["genre", "documents", "paragraphs", *LABELS, "shares", "f_avg"], rows), ""]
+
+
 def calibration_lines(results: dict, plot_links: dict) -> list[str]:
     c = results["calibration"]
     verdict = ("within what sampling noise gives a perfectly calibrated model"
@@ -157,6 +172,7 @@ def mistake_lines(results: dict) -> list[str]:
 def render_report(results: dict, previous: dict, plot_links: dict | None = None) -> str:
     plot_links = plot_links or {}
     lines = ["# Stance model evaluation", "", *headline_lines(results, previous), *baseline_lines(results),
-             *per_class_lines(results, plot_links), *kind_lines(results), *calibration_lines(results, plot_links),
+             *per_class_lines(results, plot_links), *kind_lines(results), *genre_lines(results),
+             *calibration_lines(results, plot_links),
              *learning_curve_lines(results, plot_links), *mistake_lines(results)]
     return "\n".join(lines).rstrip() + "\n"

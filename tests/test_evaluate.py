@@ -361,3 +361,14 @@ def test_cli_bad_input_is_one_line_without_traceback(good):
     assert result.stderr.strip() == ("error: grouped cross-validation needs labelled paragraphs from at least "
                                      "2 documents, got 1")
     assert "Traceback" not in result.output
+
+
+def test_labels_by_genre_counts_each_label_and_scores_each_genre():
+    from pipeline.evaluate import labels_by_genre
+
+    rows = [{"doc": d} for d in ("a", "a", "b", "b", "c")]
+    y = np.array(["favor", "none", "against", "against", "none"])
+    predicted = np.array(["favor", "none", "against", "favor", "none"])
+    table = labels_by_genre(rows, y, predicted, {"a": "news-report", "b": "op-ed"})
+    assert table["news-report"] == {"documents": 1, "paragraphs": 2, "favor": 1, "against": 0, "none": 1, "f_avg": 0.5}
+    assert table["op-ed"]["against"] == 2 and table["unknown"]["paragraphs"] == 1
