@@ -17,12 +17,18 @@ is `none` whatever the classifier says (its probabilities are still reported as 
 plays no part in the document verdict.
 Without a reference set (a model trained before it existed) `out_of_domain` is null.
 
-Document verdict rule: each in-domain paragraph weighs by its length in words; `mass` is the
-length-weighted mean probability of each label. The verdict is favor or against, whichever has
-the larger mass, provided that mass is at least `score.document_min_share`; otherwise it is none
-(also when every paragraph is out of domain). The decisive paragraphs are the (up to
-`score.decisive_paragraphs`) in-domain paragraphs with the largest length-weighted probability of
-the verdict, best first. `shares` counts the paragraphs per label (out-of-domain ones as none).
+Document verdict rule (`score.verdict_rule`, threshold `score.document_min_share`, chosen by
+page-verdict accuracy on the select half of the real development set: `studies/verdict_rule.py`):
+- `count`: the verdict is favor or against when that label is given to more of the document's
+  in-domain paragraphs than the other stance and to at least `document_min_share` of them;
+  otherwise none (also on a tie, and when every paragraph is out of domain);
+- `mass`: each in-domain paragraph weighs by its length in words; `mass` is the length-weighted
+  mean probability of each label; the verdict is favor or against, whichever has the larger mass,
+  provided that mass is at least `document_min_share`; otherwise none.
+`verdict_reason` states the figures that decided it in one line. The decisive paragraphs are the
+(up to `score.decisive_paragraphs`) in-domain paragraphs with the largest length-weighted
+probability of the verdict, best first; `agreement` is the share of them labelled with the verdict.
+`shares` counts the paragraphs per label (out-of-domain ones as none).
 
 Speed: the paragraphs of all documents go through the encoder together, longest first,
 `CHUNK_PARAGRAPHS` at a time, so many short documents cost the same as one long one; the model is
@@ -45,7 +51,7 @@ CHUNK_PARAGRAPHS = 128  # paragraphs per encoder call, across documents (also th
 # float32 similarities move in the last digits with the shape of the batch they are computed in; a
 # paragraph this close to the out-of-domain threshold is in domain whatever company it is scored in.
 SIMILARITY_TOLERANCE = 1e-6
-DEFAULTS = {"uncertain_below": 0.5, "document_min_share": 0.25, "out_of_domain_percentile": 2.0,
+DEFAULTS = {"uncertain_below": 0.5, "document_min_share": 0.25, "verdict_rule": "mass", "out_of_domain_percentile": 2.0,
             "explain_neighbours": 3, "decisive_paragraphs": 3}
 
 
@@ -56,6 +62,7 @@ class Scorer:
     meta: dict
     uncertain_below: float = DEFAULTS["uncertain_below"]
     document_min_share: float = DEFAULTS["document_min_share"]
+    verdict_rule: str = "mass"
     reference: Reference | None = None
     ood_threshold: float | None = None
     explain_neighbours: int = DEFAULTS["explain_neighbours"]
@@ -110,6 +117,9 @@ def score_settings(params: dict) -> dict:
         value = settings[key]
         if not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise StanceError(f"params.yaml: score.{key} must be a number within 0-1, got {value!r}")
+    if settings["verdict_rule"] not in VERDICT_RULES:
+        raise StanceError(f"params.yaml: score.verdict_rule must be one of {', '.join(VERDICT_RULES)}, "
+                          f"got {settings['verdict_rule']!r}")
     value = settings["out_of_domain_percentile"]
     if not isinstance(value, (int, float)) or not 0 <= value <= 100:
         raise StanceError(f"params.yaml: score.out_of_domain_percentile must be within 0-100, got {value!r}")
@@ -132,7 +142,8 @@ def load_scorer(params: dict, embedder: Embedder | None = None, explain: bool = 
     embedder = embedder or embed.make_embedder(params, scoring=True, **overrides)
     check_embedding_identity(meta, embedder.identity, paths["model_meta"])
     scorer = Scorer(estimator, embedder, meta, float(settings["uncertain_below"]),
-                    float(settings["document_min_share"]), explain_neighbours=settings["explain_neighbours"],
+                    float(settings["document_min_share"]), settings["verdict_rule"],
+                    explain_neighbours=settings["explain_neighbours"],
                     decisive_paragraphs=settings["decisive_paragraphs"])
     trained_precision = _precision(meta.get("embedding_model", ""))
     current_precision = _precision(embedder.identity)
@@ -154,9 +165,12 @@ def load_scorer(params: dict, embedder: Embedder | None = None, explain: bool = 
     return scorer
 
 
+VERDICT_RULES = ("mass", "count")
+
+
 def document_verdict(paragraphs: list[str], probabilities: np.ndarray, min_share: float,
-                     in_domain: np.ndarray | None = None, decisive_count: int = 3) -> dict:
-    """The document-level summary (see the module docstring for the rule)."""
+                     in_domain: np.ndarray | None = None, decisive_count: int = 3, rule: str = "mass") -> dict:
+    """The document-level summary (see the module docstring for the rules)."""
     n = len(paragraphs)
     in_domain = np.ones(n, dtype=bool) if in_domain is None else np.asarray(in_domain, dtype=bool)
     weights = np.array([max(len(p.split()), 1) for p in paragraphs], dtype=float) * in_domain
@@ -164,18 +178,39 @@ def document_verdict(paragraphs: list[str], probabilities: np.ndarray, min_share
         mass = weights @ probabilities / weights.sum()
     else:
         mass = np.zeros(len(LABELS))
-    stance_mass = {label: float(mass[LABELS.index(label)]) for label in ("favor", "against")}
-    leader = max(stance_mass, key=stance_mass.get)
-    verdict = leader if weights.sum() > 0 and stance_mass[leader] >= min_share else "none"
+    labels = [LABELS[int(i)] if ok else "none" for i, ok in zip(probabilities.argmax(axis=1), in_domain)]
+    scored = int(in_domain.sum())
+    if rule == "count":
+        counts = {label: sum(1 for lab, ok in zip(labels, in_domain) if ok and lab == label) for label in ("favor", "against")}
+        leader = max(counts, key=counts.get)
+        other = "against" if leader == "favor" else "favor"
+        share = counts[leader] / scored if scored else 0.0
+        stance = counts[leader] > counts[other] and share >= min_share
+        reason = (f"{leader} paragraphs {counts[leader]} of {scored} ({share:.0%}), {other} {counts[other]}: "
+                  + (f"{leader} leads and holds >= {min_share:.0%}" if stance else
+                     ("tied" if counts[leader] == counts[other] else f"under {min_share:.0%}") + ", so none"))
+    else:
+        stance_mass = {label: float(mass[LABELS.index(label)]) for label in ("favor", "against")}
+        leader = max(stance_mass, key=stance_mass.get)
+        other = "against" if leader == "favor" else "favor"
+        stance = scored > 0 and stance_mass[leader] >= min_share
+        reason = (f"{leader} mass {stance_mass[leader]:.2f} (length-weighted), {other} {stance_mass[other]:.2f}: "
+                  + (f"{leader} leads and holds >= {min_share:.2f}" if stance else f"under {min_share:.2f}, so none"))
+    verdict = leader if stance else "none"
+    if not scored:
+        reason = "no paragraph on the subject (all off-topic), so none"
     strength = weights * probabilities[:, LABELS.index(verdict)] if n else np.zeros(0)
     decisive = [int(i) for i in np.argsort(-strength, kind="stable")[:decisive_count] if weights[i] > 0]
-    labels = [LABELS[int(i)] if ok else "none" for i, ok in zip(probabilities.argmax(axis=1), in_domain)]
+    agreeing = sum(1 for i in decisive if labels[i] == verdict)
     return {
         "verdict": verdict,
+        "verdict_reason": reason,
         "mass": {label: round(float(m), 4) for label, m in zip(LABELS, mass)},
         "shares": {label: round(labels.count(label) / n, 4) if n else 0.0 for label in LABELS},
         "out_of_domain_paragraphs": int(n - in_domain.sum()),
         "decisive": decisive,
+        # how many of the decisive paragraphs are themselves labelled with the verdict
+        "agreement": round(agreeing / len(decisive), 4) if decisive else None,
     }
 
 
@@ -249,7 +284,8 @@ def score_documents(documents: list[Document], scorer: Scorer, progress=None, ex
                 record["evidence"] = _evidence(reference, neighbours[row], similarities[row])
             record["text"] = text
             paragraphs.append(record)
-        summary = document_verdict(doc.paragraphs, probs, scorer.document_min_share, ~ood, scorer.decisive_paragraphs)
+        summary = document_verdict(doc.paragraphs, probs, scorer.document_min_share, ~ood, scorer.decisive_paragraphs,
+                                   scorer.verdict_rule)
         head = {"document": doc.name, **({"title": doc.title} if doc.title else {})}
         results.append({**head, **summary, "paragraphs": paragraphs})
     return results

@@ -268,3 +268,42 @@ def test_a_paragraph_is_read_in_its_document_only_with_the_context(reads_context
 def test_nothing_to_score_is_an_error(scorer):
     with pytest.raises(StanceError, match="no paragraphs to score"):
         score_documents([Document("empty", [])], scorer)
+
+
+def _probs(labels: list[str], strength: float = 0.8) -> np.ndarray:
+    rest = (1 - strength) / 2
+    return np.array([[strength if lab == label else rest for label in LABELS] for lab in labels])
+
+
+def test_count_rule_a_mostly_none_report_reads_none_and_says_why():
+    from pipeline.score import document_verdict
+
+    labels = ["none"] * 7 + ["against"]
+    summary = document_verdict(["word " * 20] * 8, _probs(labels), 0.25, rule="count")
+    assert summary["verdict"] == "none"
+    assert summary["verdict_reason"] == "against paragraphs 1 of 8 (12%), favor 0: under 25%, so none"
+
+
+def test_count_rule_the_leading_stance_wins_and_a_tie_is_none():
+    from pipeline.score import document_verdict
+
+    lead = document_verdict(["w"] * 5, _probs(["favor", "favor", "against", "none", "none"]), 0.25, rule="count")
+    assert lead["verdict"] == "favor" and lead["verdict_reason"].startswith("favor paragraphs 2 of 5 (40%), against 1")
+    tie = document_verdict(["w"] * 4, _probs(["favor", "against", "none", "none"]), 0.25, rule="count")
+    assert tie["verdict"] == "none" and "tied" in tie["verdict_reason"]
+
+
+def test_mass_rule_states_its_figures_and_decisive_paragraphs_agree_with_the_verdict():
+    from pipeline.score import document_verdict
+
+    summary = document_verdict(["w " * 10] * 3, _probs(["against", "against", "none"]), 0.25, decisive_count=3)
+    assert summary["verdict"] == "against"
+    assert summary["verdict_reason"].startswith("against mass 0.")
+    assert summary["decisive"][:2] == [0, 1] and summary["agreement"] == round(2 / 3, 4)
+
+
+def test_an_unknown_verdict_rule_is_refused():
+    from pipeline.score import score_settings
+
+    with pytest.raises(StanceError, match=r"score.verdict_rule must be one of mass, count, got 'vote'"):
+        score_settings({"score": {"verdict_rule": "vote"}})
