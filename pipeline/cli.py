@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from pipeline.errors import StanceError
+from pipeline.output import FORMATS  # plain Python, no rich: keeps `stance --help` fast
 
 app = typer.Typer(help="Stance of op-eds on China–US cooperation: favor, against or none, per paragraph.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -141,13 +142,17 @@ def hydrate(
 
 @app.command()
 def score(
-    paths: List[str] = typer.Argument(..., help="Text/Markdown/HTML files, directories, .jsonl/.csv records, or - for stdin."),
+    paths: List[str] = typer.Argument(..., metavar="PATHS...", help="Text, Markdown or HTML files, directories, "
+                                      ".jsonl or .csv records, or - for stdin."),
+    # no square brackets in help strings: Typer's rich markup would swallow them
     format: Optional[str] = typer.Option(None, "--format", "-f", show_default=False,
-                                         help="table | json | jsonl | csv | markdown  [default: from the "
-                                              "--output extension, else table]"),
+                                         help=f"Output format: {' | '.join(FORMATS)}. Default: the format the "
+                                              "--output file's extension names, else table."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically) instead of stdout."),
     explain: bool = typer.Option(False, "--explain", help="Show each paragraph's most similar labelled "
                                  "training paragraphs (label, document, similarity)."),
+    wide: bool = typer.Option(False, "--wide", help="Show each paragraph whole, wrapped under its label row, "
+                              "instead of a one-line snippet (table format)."),
     project: Optional[Path] = typer.Option(None, "--project", help="The stance project to use (default: "
                                            "$STANCE_PROJECT, else the nearest folder upwards with params.yaml, "
                                            "else the installed one)."),
@@ -161,11 +166,14 @@ def score(
 ) -> None:
     """Score documents: a stance per paragraph and an overall verdict per document.
 
-    Paragraphs far from everything the model was trained on are flagged out_of_domain (off-topic).
-    Problems with single inputs are reported on stderr and the rest are still scored; the exit
-    code is non-zero only when nothing could be scored.
+    Paragraphs far from everything the model was trained on are flagged off-topic (out_of_domain).
+
+    Each input that cannot be read is reported on stderr, and the rest are still scored.
+
+    The exit code is non-zero only when nothing could be scored.
     """
-    from pipeline.output import FORMATS, choose_format
+    # (each paragraph above is one line: Typer keeps single line breaks as they are)
+    from pipeline.output import choose_format
 
     fmt = choose_format(format, output)
     if fmt not in FORMATS:
@@ -177,7 +185,7 @@ def score(
         settings = project_params(params, project, model)
         if backend is not None:  # the command-line choice overrides params.yaml
             settings["embedding"] = {**(settings.get("embedding") or {}), "backend": backend}
-        code = run_score(paths, fmt, output, settings, precision=precision, explain=explain)
+        code = run_score(paths, fmt, output, settings, precision=precision, explain=explain, wide=wide)
     except StanceError as exc:
         fail(str(exc))
     if _console_process:
@@ -203,6 +211,39 @@ def label(
         typer.echo(f"{summary['saved']} labels saved this session; {summary['path']} has {summary['labelled']} "
                    f"labels by {annotator}, {summary['remaining']} paragraphs to go. Retrain with `dvc repro`.",
                    err=True)
+
+    _run(action)
+
+
+@app.command()
+def add(
+    paths: Optional[List[str]] = typer.Argument(None, help=".txt, .md or .html files, or directories (searched "
+                                                "recursively). None: only complete an interrupted `stance add`."),
+    title: Optional[str] = typer.Option(None, help="Title (default: the page's <title> or first heading, else "
+                                        "the file name)."),
+    author: Optional[str] = typer.Option(None, help="Author."),
+    outlet: Optional[str] = typer.Option(None, help="Outlet (newspaper, site, agency)."),
+    date: Optional[str] = typer.Option(None, help="Publication date: YYYY or YYYY-MM-DD (sets the year)."),
+    kind: str = typer.Option("added", help="Kind of document (lower-case, hyphens): evaluation reports by kind."),
+    genre: Optional[str] = typer.Option(None, help="Genre, e.g. op-ed, news-report, blog-post."),
+    voice: Optional[str] = typer.Option(None, help="Who speaks, e.g. 'US foreign-policy columnist'."),
+    params: Path = ParamsOption,
+) -> None:
+    """Add documents to the corpus (paths.raw_dir and sources.csv); exit 1 if any input was refused."""
+    from pipeline.add_documents import add_documents, summary_line
+
+    def action():
+        settings = _params(params)
+        result = add_documents(settings, paths or [], {"title": title, "author": author, "outlet": outlet,
+                                                        "date": date, "kind": kind, "genre": genre, "voice": voice})
+        for line in result.messages:
+            typer.echo(line, err=True)
+        if not paths and not result.recovered:
+            fail("nothing to add: give .txt, .md or .html files or directories", 2)
+        if paths:
+            typer.echo(summary_line(result, settings), err=True)
+        if result.refused:
+            raise typer.Exit(1)
 
     _run(action)
 
@@ -276,6 +317,24 @@ def labels_agreement(
     from pipeline.agreement import run_agreement
 
     _run(lambda: run_agreement(_params(params), limit, disagreements))
+
+
+@app.command("export-dataset")
+def export_dataset(
+    directory: Path = typer.Argument(..., help="Output folder (created, or replaced if it holds a previous export)."),
+    params: Path = ParamsOption,
+) -> None:
+    """Write the labelled paragraphs as a Hugging Face DatasetDict (train, and test = the evaluation's first fold)."""
+    from pipeline.dataset_export import export_dataset as run_export
+
+    def action():
+        s = run_export(_params(params), directory)
+        train, test = s["splits"]["train"], s["splits"]["test"]
+        typer.echo(f"wrote {s['paragraphs']} labelled paragraphs to {directory}: train {train['paragraphs']} "
+                   f"({train['documents']} documents), test {test['paragraphs']} ({test['documents']} documents, "
+                   f"the evaluation's first outer fold); load with datasets.load_from_disk", err=True)
+
+    _run(action)
 
 
 @app.command("score-archive")

@@ -22,8 +22,9 @@ Directories are searched recursively for the extensions above (hidden files and 
 skipped). URLs are refused: this tool never uses the network.
 
 Decoding: UTF-8 (with or without BOM); an HTML page that is not UTF-8 is decoded with the charset
-its `<meta>` tag declares; anything else falls back to Windows-1252 (`pipeline.files.decode_text`);
-bytes that fit none of these, NUL bytes or many control characters are refused as not text.
+its `<meta>` tag declares; anything else falls back to Windows-1252 (`pipeline.files.decode_text`;
+`stance score` notes it once per file on stderr); bytes that fit none of these, NUL bytes or many
+control characters are refused as not text.
 Files (and stdin) above `pipeline.files.MAX_TEXT_BYTES` are refused before being read.
 """
 
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import StanceError
-from pipeline.files import MAX_TEXT_BYTES, decode_text
+from pipeline.files import MAX_TEXT_BYTES, decode_text, json_error
 from pipeline.prepare import DEFAULT_MIN_WORDS, split_paragraphs
 
 TEXT_SUFFIXES = {".txt", ".text"}
@@ -82,8 +83,9 @@ def declared_charset(data: bytes) -> str | None:
         return None
 
 
-def decode_document(data: bytes, name: str, html: bool = False) -> str:
-    """Text of a document's bytes: UTF-8, then (HTML only) the declared charset, then Windows-1252."""
+def decode_document(data: bytes, name: str, html: bool = False, notes: list[str] | None = None) -> str:
+    """Text of a document's bytes: UTF-8, then (HTML only) the declared charset, then Windows-1252
+    (noted in `notes`, see `pipeline.files.decode_text`)."""
     if html and b"\x00" not in data[:8192]:
         try:
             data.decode("utf-8")
@@ -96,7 +98,7 @@ def decode_document(data: bytes, name: str, html: bool = False) -> str:
                     pass
                 else:  # the same binary checks as any other text
                     return decode_text(text.encode("utf-8"), name)
-    return decode_text(data, name)
+    return decode_text(data, name, notes)
 
 
 def read_bytes(path: str) -> bytes:
@@ -213,7 +215,7 @@ def record_documents(name: str, text: str, kind: str) -> tuple[list[Document], l
             try:
                 records.append((line_no, json.loads(line)))
             except json.JSONDecodeError as exc:
-                problems.append((line_no, f"{name}:{line_no}: invalid JSON ({exc.msg}); record skipped"))
+                problems.append((line_no, f"{name}:{line_no}: {json_error(exc)}; record skipped"))
     else:
         try:
             reader = csv.DictReader(io.StringIO(text))
@@ -250,19 +252,21 @@ def kind_of(path: str) -> str:
     return "text"
 
 
-def read_input(path: str, min_words: int = DEFAULT_MIN_WORDS, stdin=None) -> tuple[list[Document], list[str]]:
+def read_input(path: str, min_words: int = DEFAULT_MIN_WORDS, stdin=None,
+               notes: list[str] | None = None) -> tuple[list[Document], list[str]]:
     """Documents of one command-line argument (a file, or `-` for stdin) and problems with some of
-    its records. Raises StanceError when the input as a whole cannot be used."""
+    its records. Raises StanceError when the input as a whole cannot be used. Facts the reader
+    should know but that are no problem (the Windows-1252 fallback) are appended to `notes`."""
     if _URL.match(path) and not Path(path).exists():
         raise StanceError(f"{path}: URLs are not fetched (stance never uses the network); save the page "
                           "from your browser and pass the file")
     if path == STDIN:
         data = read_stdin(stdin)
         html = looks_like_html(data[:2000].decode("ascii", "ignore"))
-        return [text_document("<stdin>", decode_document(data, "<stdin>", html), "html" if html else "text",
+        return [text_document("<stdin>", decode_document(data, "<stdin>", html, notes), "html" if html else "text",
                               min_words)], []
     kind = kind_of(path)
-    text = decode_document(read_bytes(path), path, html=kind == "html")
+    text = decode_document(read_bytes(path), path, html=kind == "html", notes=notes)
     if kind == "records":
         if not text.strip():
             raise StanceError(f"{path}: empty file")

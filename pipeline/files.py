@@ -71,11 +71,12 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def decode_text(data: bytes, name: str) -> str:
+def decode_text(data: bytes, name: str, notes: list[str] | None = None) -> str:
     """Decode bytes as UTF-8 (BOM allowed), else Windows-1252; refuse binary data.
 
     Binary means a NUL byte or more than 10% control characters; such input is refused
-    rather than scored as gibberish.
+    rather than scored as gibberish. When the Windows-1252 fallback is used, a one-line note
+    naming `name` is appended to `notes` (the caller decides whether to show it).
     """
     if b"\x00" in data[:8192]:
         raise StanceError(f"{name}: binary file (contains NUL bytes), not text")
@@ -86,6 +87,8 @@ def decode_text(data: bytes, name: str) -> str:
             text = data.decode(FALLBACK_ENCODING)
         except UnicodeDecodeError:
             raise StanceError(f"{name}: not UTF-8 or {FALLBACK_ENCODING} text") from None
+        if notes is not None:  # a wrong guess garbles quotes and accents: the reader should know
+            notes.append(f"{name}: not UTF-8; read as Windows-1252")
     sample = text[:8192]
     controls = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f")
     if sample and controls / len(sample) > 0.1:
@@ -119,6 +122,11 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return params
 
 
+def json_error(exc: json.JSONDecodeError) -> str:
+    """The whole message of a JSON error on one line of a JSON-lines file, led by its column."""
+    return f"invalid JSON at column {exc.colno} ({exc})"
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     records = []
     with open(path, encoding="utf-8") as handle:
@@ -126,9 +134,10 @@ def read_jsonl(path: str | Path) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                # without its line break, which would turn an unclosed string into "invalid control character"
+                records.append(json.loads(line.rstrip("\r\n")))
             except json.JSONDecodeError as exc:
-                raise StanceError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+                raise StanceError(f"{path}:{number}: {json_error(exc)}") from None
     return records
 
 

@@ -3,13 +3,17 @@
 Inputs:  `paths.labels_dir`, `paths.paragraphs`, `paths.embeddings`.
 Params:  `seed`, `train.*`, `labels.priority`.
 
-Schema problems (unknown labels, orphan ids, conflicts, bad headers) are errors (non-zero exit).
+Schema problems (unknown labels, conflicts, bad headers) and labels of paragraphs no longer in the
+corpus (a document was edited or removed) are errors (non-zero exit); every such label is listed
+with its file and line, and every file is checked, before the command fails.
 Suspected label issues come from cleanlab's `find_label_issues` on out-of-fold predicted
 probabilities (the evaluate stage's nested grouped CV) and are reported, not fatal.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +22,8 @@ import numpy as np
 from pipeline import LABELS
 from pipeline.errors import StanceError
 from pipeline.files import read_jsonl
+
+PARAGRAPH_ID = re.compile(r"^p[0-9a-f]{16}$")  # pipeline.prepare.paragraph_id
 
 
 def suspected_issues(y: np.ndarray, probabilities: np.ndarray) -> list[int]:
@@ -32,6 +38,23 @@ def suspected_issues(y: np.ndarray, probabilities: np.ndarray) -> list[int]:
     return [int(i) for i in find_label_issues(labels, probs, return_indices_ranked_by="self_confidence")]
 
 
+def orphan_message(row) -> str:
+    """One line for a label whose paragraph is not in the corpus, naming its file and line."""
+    if PARAGRAPH_ID.match(row.paragraph_id):
+        return f"{row.source}: {row.paragraph_id} no longer in the corpus (document edited or removed)"
+    return f"{row.source}: paragraph id {row.paragraph_id} is not in the corpus (not a paragraph id)"
+
+
+def stale_prepared_warning(paths: dict) -> None:
+    """Warn when a raw document or the sources table changed after the paragraphs were prepared:
+    the corpus checked against would then be out of date."""
+    prepared = Path(paths["paragraphs"]).stat().st_mtime
+    raw = [*Path(paths["raw_dir"]).glob("*.txt"), Path(paths["sources"])]
+    if any(p.exists() and p.stat().st_mtime > prepared for p in raw):
+        print(f"warning: {paths['raw_dir']} changed after {paths['paragraphs']} was written; run `stance prepare` "
+              "(or `dvc repro prepare`) to check against the current corpus", file=sys.stderr)
+
+
 def run_check(params: dict, limit: int = 20) -> list[int]:
     from pipeline.evaluate import oof_probabilities
     from pipeline.labels import read_label_file
@@ -44,10 +67,24 @@ def run_check(params: dict, limit: int = 20) -> list[int]:
     files = sorted(Path(paths["labels_dir"]).glob("*.csv"))
     if not files:
         raise StanceError(f"{paths['labels_dir']}: no label files (*.csv)")
+    stale_prepared_warning(paths)
+    problems = []
     for path in files:
-        rows = read_label_file(path, set(records))
-        counts = Counter(r.label for r in rows)
-        print(f"{path}: ok, {len(rows)} labels ({', '.join(f'{k} {counts[k]}' for k in LABELS)})")
+        try:
+            rows = read_label_file(path)  # the schema; the corpus is checked below, every row of it
+        except StanceError as exc:
+            problems.append(str(exc))
+            continue
+        orphans = [orphan_message(r) for r in rows if r.paragraph_id not in records]
+        problems.extend(orphans)
+        if not orphans:
+            counts = Counter(r.label for r in rows)
+            print(f"{path}: ok, {len(rows)} labels ({', '.join(f'{k} {counts[k]}' for k in LABELS)})")
+    if problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        raise StanceError(f"{len(problems)} problems in the label files (listed above); for a paragraph no longer "
+                          "in the corpus, remove its row and label the new text (`stance label`)")
     rows, X, y, groups, _ = training_set(params)
     probabilities = oof_probabilities(X, y, groups, params["train"], int(params["seed"]))
     issues = suspected_issues(y, probabilities)

@@ -1,15 +1,17 @@
 """Rendering score results (the list of document dicts from `pipeline.score.score_documents`).
 
 Formats:
-- `table` (people): per document the verdict, label shares and a table of paragraphs that fits
-  the given width (80 columns by default), labels coloured on a terminal; `?` marks uncertain
-  paragraphs, `*` the decisive ones, `off-topic` the out-of-domain ones; with --explain each
-  paragraph is followed by its most similar training paragraphs (label, similarity, document).
+- `table` (people): per document the verdict, its `verdict_reason` (else the label shares) and a
+  table of paragraphs that fits the given width (80 columns by default), labels coloured on a
+  terminal; `?` marks uncertain paragraphs, `*` the decisive ones, `off-topic` the out-of-domain
+  ones; with --explain each paragraph is followed by its most similar training paragraphs (label,
+  similarity, document); with --wide each paragraph is shown whole, wrapped under its label row.
 - `json`: the full results, a list of documents each with its paragraphs.
 - `jsonl`: one record per paragraph (document, document_verdict, index, id for record inputs,
   label, probabilities, uncertain, out_of_domain, evidence with --explain, text).
 - `csv`: one row per paragraph; with --explain, `n1_*`..`nK_*` columns for the neighbours.
 - `markdown`: a section per document with a paragraph table (and an evidence list).
+- `html`: one self-contained page for analysts (pipeline/html_report.py).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from pathlib import Path
 
 from pipeline import LABELS
 
-FORMATS = ("table", "json", "jsonl", "csv", "markdown")
+FORMATS = ("table", "json", "jsonl", "csv", "markdown", "html")
 SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".md": "markdown",
-                  ".markdown": "markdown", ".txt": "table"}
+                  ".markdown": "markdown", ".txt": "table", ".html": "html", ".htm": "html"}
 COLORS = {"favor": "green", "against": "red", "none": "bright_black", "off-topic": "yellow"}
 
 
@@ -78,7 +80,29 @@ def to_csv(results: list[dict]) -> str:
 
 def _snippet(text: str, width: int) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    space = cut.rfind(" ")
+    if space > width // 2:  # end on a whole word unless that throws away half the room
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def _shorten_middle(text: str, width: int) -> str:
+    """`text` within `width` terminal cells, its middle replaced by "…": a long path keeps both its
+    folder and its file name, and is never wrapped mid-word."""
+    from rich.cells import cell_len
+
+    if cell_len(text) <= width:
+        return text
+    head, tail = (width - 1) // 2, width - 1 - (width - 1) // 2
+    while head + tail > 0 and cell_len(text[:head]) + cell_len(text[len(text) - tail:]) + 1 > width:
+        if head >= tail:  # wide (CJK) characters take two cells: give back one character at a time
+            head -= 1
+        else:
+            tail -= 1
+    return text[:head] + "…" + (text[len(text) - tail:] if tail else "")
 
 
 def _flags(p: dict) -> str:
@@ -114,47 +138,99 @@ def to_markdown(results: list[dict]) -> str:
                                   for e in p.get("evidence", []))
                 lines.append(f"- **{p['index']}**: {items}")
         lines.append("")
-    if results:
-        lines.append("`*` decisive for the verdict. Off-topic: far from every training paragraph, counted as none.")
+    keys = []  # a key only for the marks the tables show
+    if any(p["index"] in doc["decisive"] for doc, p in paragraph_rows(results)):
+        keys.append("`*` decisive for the verdict.")
+    if any(p.get("out_of_domain") for _, p in paragraph_rows(results)):
+        keys.append("Off-topic: far from every training paragraph, counted as none.")
+    if keys:
+        lines.append(" ".join(keys))
     return "\n".join(lines) + "\n"
 
 
-def to_table(results: list[dict], color: bool = False, width: int = 80, uncertain_below: float | None = None) -> str:
-    from rich.console import Console
+def _row_fields(doc: dict, p: dict) -> tuple[str, str, str, str, str]:
+    """(index with its mark, label as shown, its colour, probabilities, text) of a paragraph row."""
+    shown = "off-topic" if p.get("out_of_domain") else p["label"] + ("?" if p["uncertain"] else "")
+    style = COLORS["off-topic"] if p.get("out_of_domain") else COLORS[p["label"]]
+    mark = "*" if p["index"] in doc["decisive"] else ""
+    probs = "/".join(f"{p['probabilities'][lab]:.2f}" for lab in LABELS)
+    text = f"[{p['id']}] {p['text']}" if p.get("id") else p["text"]
+    return f"{p['index']}{mark}", shown, style, probs, text
+
+
+TABLE_COLUMNS = {"#": 5, "label": 9, "probs": 14}  # widths; columns are 2 spaces apart
+
+
+def _snippet_table(doc: dict, text_width: int):
+    """One row per paragraph, its text cut to one line (the default view)."""
     from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, expand=False)
+    table.add_column("#", justify="right", width=TABLE_COLUMNS["#"], no_wrap=True)
+    table.add_column("label", width=TABLE_COLUMNS["label"], no_wrap=True)
+    table.add_column("fav/agn/non", width=TABLE_COLUMNS["probs"], no_wrap=True)
+    table.add_column("paragraph", width=text_width, no_wrap=True, overflow="ellipsis")
+    for p in doc["paragraphs"]:
+        index, shown, style, probs, text = _row_fields(doc, p)
+        table.add_row(index, Text(shown, style=style), probs, Text(_snippet(text, text_width)))
+        for e in p.get("evidence", []):
+            table.add_row("", Text(f"↳ {e['label']}", style=COLORS[e["label"]]), Text(f"sim {e['similarity']:.2f}", style="dim"),
+                          Text(_snippet(f"{e['document']}: {e['text']}", text_width), style="dim"))
+    return table
+
+
+def _wide_table(doc: dict, width: int):
+    """--wide: each paragraph whole, wrapped at word boundaries under its label row; the label,
+    probability and evidence fields sit where the snippet table has them."""
+    from rich.table import Table
+    from rich.text import Text
+
+    label_w, probs_w = TABLE_COLUMNS["label"], TABLE_COLUMNS["probs"]
+    body_width = width - TABLE_COLUMNS["#"] - 2
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, expand=False)
+    table.add_column("#", justify="right", width=TABLE_COLUMNS["#"], no_wrap=True)
+    # fold only splits a "word" longer than a whole line (a URL, say); wrapping is at spaces
+    table.add_column(f"{'label':<{label_w}}  fav/agn/non", width=body_width, overflow="fold")
+    evidence_width = body_width - label_w - probs_w - 4
+    for n, p in enumerate(doc["paragraphs"]):
+        index, shown, style, probs, text = _row_fields(doc, p)
+        if n:
+            table.add_row("", "")
+        table.add_row(index, Text.assemble((shown, style), " " * (label_w - len(shown) + 2), probs))
+        table.add_row("", Text(" ".join(text.split())))
+        for e in p.get("evidence", []):
+            arrow = f"↳ {e['label']}"
+            table.add_row("", Text.assemble((arrow, COLORS[e["label"]]), " " * (label_w - len(arrow) + 2),
+                                            (f"{'sim ' + format(e['similarity'], '.2f'):<{probs_w}}  ", "dim"),
+                                            (_snippet(f"{e['document']}: {e['text']}", evidence_width), "dim")))
+    return table
+
+
+def to_table(results: list[dict], color: bool = False, width: int = 80, uncertain_below: float | None = None,
+             wide: bool = False) -> str:
+    """The people's view, within `width` columns; `wide` shows each paragraph whole (wrapped)
+    instead of a one-line snippet."""
+    from rich.console import Console
     from rich.text import Text
 
     width = max(width, 60)
     console = Console(file=io.StringIO(), width=width, force_terminal=color, no_color=not color,
                       color_system="standard" if color else None, highlight=False, emoji=False, soft_wrap=False)
     explained = _explained(results)
-    fixed = {"#": 5, "label": 9, "probs": 14}
-    text_width = width - sum(fixed.values()) - 2 * len(fixed)
+    text_width = width - sum(TABLE_COLUMNS.values()) - 2 * len(TABLE_COLUMNS)
     for doc in results:
         verdict = doc["verdict"]
-        console.print(Text(doc["document"], style="bold", overflow="fold"))
+        console.print(Text(_shorten_middle(doc["document"], width), style="bold"), no_wrap=True, overflow="ellipsis")
         if doc.get("title"):
             console.print(Text(_snippet(doc["title"], width), style="italic"))
-        line = Text.assemble("verdict ", (verdict.upper(), f"bold {COLORS[verdict]}"), "  ", _shares(doc))
+        # the figures that decide the verdict when the scorer states them, else the label shares
+        line = Text.assemble("verdict ", (verdict.upper(), f"bold {COLORS[verdict]}"), "  ",
+                             doc.get("verdict_reason") or _shares(doc))
         if doc.get("out_of_domain_paragraphs"):
             line.append(f"  off-topic {doc['out_of_domain_paragraphs']}", style=COLORS["off-topic"])
         console.print(line, overflow="fold")
-        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, expand=False)
-        table.add_column("#", justify="right", width=fixed["#"], no_wrap=True)
-        table.add_column("label", width=fixed["label"], no_wrap=True)
-        table.add_column("fav/agn/non", width=fixed["probs"], no_wrap=True)
-        table.add_column("paragraph", width=text_width, no_wrap=True, overflow="ellipsis")
-        for p in doc["paragraphs"]:
-            shown = "off-topic" if p.get("out_of_domain") else p["label"] + ("?" if p["uncertain"] else "")
-            style = COLORS["off-topic"] if p.get("out_of_domain") else COLORS[p["label"]]
-            mark = "*" if p["index"] in doc["decisive"] else ""
-            probs = "/".join(f"{p['probabilities'][lab]:.2f}" for lab in LABELS)
-            text = f"[{p['id']}] {p['text']}" if p.get("id") else p["text"]
-            table.add_row(f"{p['index']}{mark}", Text(shown, style=style), probs, Text(_snippet(text, text_width)))
-            for e in p.get("evidence", []):
-                table.add_row("", Text(f"↳ {e['label']}", style=COLORS[e["label"]]), Text(f"sim {e['similarity']:.2f}", style="dim"),
-                              Text(_snippet(f"{e['document']}: {e['text']}", text_width), style="dim"))
-        console.print(table)
+        console.print(_wide_table(doc, width) if wide else _snippet_table(doc, text_width))
         console.print()
     if results:  # a key only for the marks the table shows
         paragraphs = [p for doc in results for p in doc["paragraphs"]]
@@ -162,7 +238,7 @@ def to_table(results: list[dict], color: bool = False, width: int = 80, uncertai
         keys = []
         if any(p["uncertain"] and not p.get("out_of_domain") for p in paragraphs):  # off-topic rows show no "?"
             keys.append(f"? uncertain{below}")
-        if any(doc["decisive"] for doc in results):
+        if any(p["index"] in doc["decisive"] for doc, p in paragraph_rows(results)):
             keys.append("* decisive for the verdict")
         if keys:
             console.print("   ".join(keys), style="dim")
@@ -195,4 +271,8 @@ def render(results: list[dict], fmt: str, color: bool = False, width: int = 80,
         return to_markdown(results)
     if fmt == "table":
         return to_table(results, color, width, uncertain_below)
+    if fmt == "html":
+        from pipeline.html_report import to_html
+
+        return to_html(results, uncertain_below)
     raise ValueError(f"unknown format {fmt!r}")

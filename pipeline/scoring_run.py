@@ -82,8 +82,9 @@ def progress_on_stderr(enabled: bool | None = None):
 
 def read_documents(paths: list[str], min_words: int, progress: _Progress | None = None,
                    on_first_document: Callable[[], None] | None = None) -> tuple[list[Document], int]:
-    """Documents of all arguments; problems are printed on stderr as they are found.
-    `on_first_document()` is called once, as soon as one document has been read.
+    """Documents of all arguments; problems (and notes, such as a file read as Windows-1252) are
+    printed on stderr as they are found. `on_first_document()` is called once, as soon as one
+    document has been read.
     Returns (documents, number of problems)."""
     from pipeline.documents import expand_paths, read_input
 
@@ -93,10 +94,13 @@ def read_documents(paths: list[str], min_words: int, progress: _Progress | None 
     advance = progress.task("reading", len(files), show=len(files) >= PROGRESS_MIN_FILES) if progress else None
     documents = []
     for path in files:
+        notes: list[str] = []
         try:
-            docs, record_problems = read_input(path, min_words)
+            docs, record_problems = read_input(path, min_words, notes=notes)
         except StanceError as exc:
             docs, record_problems = [], [str(exc)]
+        for message in notes:
+            say(f"note: {message}")
         if docs and not documents and on_first_document is not None:
             on_first_document()
         documents.extend(docs)
@@ -109,9 +113,10 @@ def read_documents(paths: list[str], min_words: int, progress: _Progress | None 
 
 
 def run_score(paths: list[str], fmt: str, output: Path | None, params: dict, precision: str | None = None,
-              scorer=None, explain: bool = False, progress: bool | None = None) -> int:
+              scorer=None, explain: bool = False, progress: bool | None = None, wide: bool = False) -> int:
     """Score `paths` and write the results; returns the exit code (raises StanceError when nothing
-    could be scored). `scorer` replaces the trained model (tests); `progress` forces bars on/off."""
+    could be scored). `scorer` replaces the trained model (tests); `progress` forces bars on/off;
+    `wide` shows whole paragraphs in the table format (other formats always hold the whole text)."""
     from pipeline.embed import make_embedder
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no tqdm bars while the model loads
@@ -129,7 +134,7 @@ def run_score(paths: list[str], fmt: str, output: Path | None, params: dict, pre
         documents, problems = read_documents(paths, min_words, bars, start_loading if scorer is None else None)
         if not documents:
             raise StanceError("nothing could be scored" + (f" ({problems} input problem(s) above)" if problems else ""))
-        from pipeline.output import prepare, render
+        from pipeline.output import prepare, render, to_table
         from pipeline.score import load_scorer, score_documents
 
         prepare(fmt)
@@ -142,9 +147,15 @@ def run_score(paths: list[str], fmt: str, output: Path | None, params: dict, pre
         total = sum(len(d.paragraphs) for d in documents)
         advance = bars.task("scoring paragraphs", total, show=total >= PROGRESS_MIN_PARAGRAPHS)
         results = score_documents(documents, scorer, advance, explain=explain)
+
+    def rendered(color: bool = False, width: int = 80) -> str:
+        if fmt == "table":  # the one format with a --wide layout
+            return to_table(results, color, width, scorer.uncertain_below, wide=wide)
+        return render(results, fmt, color=color, width=width, uncertain_below=scorer.uncertain_below)
+
     if output is not None:
         try:
-            write_text_atomic(output, render(results, fmt, color=False, uncertain_below=scorer.uncertain_below))
+            write_text_atomic(output, rendered())
         except OSError as exc:
             raise StanceError(f"{output}: cannot write ({exc.strerror or type(exc).__name__})") from None
         say(f"wrote {output} ({len(results)} documents, {total} paragraphs)")
@@ -152,7 +163,7 @@ def run_score(paths: list[str], fmt: str, output: Path | None, params: dict, pre
         tty = sys.stdout.isatty()
         color = fmt == "table" and tty and not os.environ.get("NO_COLOR")
         width = shutil.get_terminal_size((80, 24)).columns if tty else 80
-        sys.stdout.write(render(results, fmt, color=color, width=width, uncertain_below=scorer.uncertain_below))
+        sys.stdout.write(rendered(color, width))
         sys.stdout.flush()
     if problems:
         say(f"scored {len(results)} documents; {problems} input problem(s) reported above")

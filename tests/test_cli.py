@@ -99,3 +99,41 @@ def test_dvc_stages_list_exactly_the_params_they_read():
     embed_params = set(stages["embed"]["params"])
     assert not any(p.startswith(("train", "evaluate", "labels", "seed")) for p in embed_params)
     assert "train" in stages["train"]["params"] and "train" in stages["evaluate"]["params"]
+
+
+def _help_pages():
+    """(arguments, click command) of `stance` and of every command and sub-command."""
+    import typer.main
+
+    root = typer.main.get_command(app)
+    pages, todo = [], [([], root)]
+    while todo:
+        args, command = todo.pop(0)
+        pages.append((args, command))
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            todo.append((args + [name], sub))
+    return pages
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
+@pytest.mark.parametrize("args, command", _help_pages(), ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_help_at_80_columns_shows_every_help_text_whole(args, command):
+    result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    shown = _flat(result.output)
+    # every option's help whole: nothing swallowed as markup ("[default: ...]") or cut
+    for param in command.params:
+        if getattr(param, "help", None):
+            assert _flat(param.help) in shown, param.name
+    description = [line.strip() for line in lines[: next(i for i, l in enumerate(lines) if l.startswith("╭"))]]
+    for paragraph in (command.help or "").split("\n\n"):
+        assert _flat(paragraph) in _flat(" ".join(description))
+    # no line of the description broken before it had to be (a hard line break in a docstring)
+    for line, following in zip(description, description[1:]):
+        if line and following and not line.startswith("Usage:"):
+            assert len(line) + 1 + len(following.split()[0]) > 78, (line, following)

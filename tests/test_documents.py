@@ -140,6 +140,47 @@ def test_windows_1252_text_is_decoded_by_the_fallback(tmp_path):
     assert doc.paragraphs[0].startswith("“Joint pressure” works – Beijing")
 
 
+def test_the_windows_1252_fallback_is_noted_once_naming_the_file(tmp_path):
+    legacy = tmp_path / "old.txt"
+    legacy.write_bytes(f"\x93Joint pressure\x94 works. {PROSE}\n\n{PROSE} Again \x96 twice.".encode("latin-1"))
+    notes = []
+    docs, problems = read_input(str(legacy), notes=notes)
+    assert docs and problems == []
+    assert notes == [f"{legacy}: not UTF-8; read as Windows-1252"]
+    records = tmp_path / "old.jsonl"
+    records.write_bytes("\n".join(json.dumps({"text": f"{PROSE} \u201c{i}\u201d"}, ensure_ascii=False)
+                                  for i in range(3)).encode("cp1252"))
+    notes = []
+    read_input(str(records), notes=notes)
+    assert notes == [f"{records}: not UTF-8; read as Windows-1252"]  # one note for the file, not per record
+    notes = []
+    read_input("-", stdin=io.BytesIO(f"\u201cQuoted\u201d {PROSE}".encode("cp1252")), notes=notes)
+    assert notes == ["<stdin>: not UTF-8; read as Windows-1252"]
+    utf8 = tmp_path / "new.txt"
+    utf8.write_text(f"\u201cJoint pressure\u201d works. {PROSE}", encoding="utf-8")
+    notes = []
+    read_input(str(utf8), notes=notes)
+    assert notes == []
+
+
+def test_an_html_page_decoded_with_its_declared_charset_gets_no_note():
+    page = (f'<html><head><meta charset="windows-1251"></head><body><article><p>{PROSE} \u0421\u0435\u0443\u043b.</p>'
+            f"<p>{PROSE}</p></article></body></html>").encode("cp1251")
+    notes = []
+    assert "\u0421\u0435\u0443\u043b" in decode_document(page, "page.html", html=True, notes=notes)
+    assert notes == []
+
+
+def test_a_broken_json_line_is_reported_with_its_column_and_whole_message(tmp_path):
+    path = tmp_path / "notes.jsonl"
+    good = json.dumps({"text": PROSE})
+    path.write_text(f"{good}\n{good}\n" + '{"id": 3, "text": "unterminated\n', encoding="utf-8")
+    docs, problems = read_input(str(path))
+    assert len(docs[0].paragraphs) == 2
+    assert problems == [f"{path}:3: invalid JSON at column 19 (Unterminated string starting at: line 1 column 19 "
+                        "(char 18)); record skipped"]
+
+
 def test_html_declaring_its_charset_is_decoded_with_it(tmp_path):
     sentence = "北京与华盛顿在制裁问题上的合作正在取得成效，边境上的走私明显减少了，官员们对此表示满意。"
     page = (f'<html><head><meta charset="gb2312"></head><body><article><p>{sentence}</p>'
@@ -191,7 +232,8 @@ def test_jsonl_records_keep_ids_group_by_document_and_skip_bad_lines(tmp_path):
     assert all(d.records for d in docs)
     assert problems == [f"{path}:4: record without a non-empty string `text` field; record skipped",
                         f"{path}:5: record without a non-empty string `text` field; record skipped",
-                        f"{path}:6: invalid JSON (Expecting property name enclosed in double quotes); record skipped"]
+                        f"{path}:6: invalid JSON at column 2 (Expecting property name enclosed in double quotes: "
+                        "line 1 column 2 (char 1)); record skipped"]
 
 
 def test_record_file_with_no_usable_record(tmp_path):

@@ -9,7 +9,7 @@ import json
 import pytest
 from rich.cells import cell_len
 
-from pipeline.output import FORMATS, choose_format, render
+from pipeline.output import FORMATS, choose_format, render, to_table
 
 LONG = ("Washington and Beijing jointly drafted the resolution | and the long sentence goes on and on well past "
         "the width of any terminal, because op-ed paragraphs are long.")
@@ -126,3 +126,96 @@ def test_choose_format(fmt, output, expected):
 def test_unknown_format_is_refused_by_render():
     with pytest.raises(ValueError, match="unknown format 'yaml'"):
         render(results(), "yaml")
+
+
+# --- --wide, 80 columns, headers and keys --------------------------------------------------------
+
+LONG_NAME = "archive/2019/some-very-long-folder-name/an-even-longer-document-name-that-goes-on-and-on-and-on.txt"
+REASON = "favor mass 0.54 (length-weighted), against 0.12: favor leads and holds >= 0.25 of the document mass"
+URL = "https://example.com/" + "a-very-long-path-segment-" * 5 + "end"
+
+
+def crowded(explain=False):
+    """Results with everything long: a document name, a title, a reason, a paragraph, a URL."""
+    data = results(explain)
+    data[0].update(document=LONG_NAME, title="A title " * 20, verdict_reason=REASON)
+    data[0]["paragraphs"][1]["text"] = " ".join([LONG] * 4 + [URL])
+    return data
+
+
+@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("explain", [False, True])
+def test_every_table_line_fits_80_columns(explain, wide):
+    text = render(crowded(explain), "table", width=80) if not wide else to_table(crowded(explain), width=80, wide=True)
+    assert max(cell_len(line) for line in text.splitlines()) <= 80
+    assert ("↳ favor" in text) == explain
+
+
+def test_long_document_names_are_shortened_in_the_middle_not_wrapped():
+    for wide in (False, True):
+        lines = to_table(crowded(), width=80, wide=wide).splitlines()
+        assert lines[0].startswith("archive/2019/some-very-long") and lines[0].endswith("-and-on.txt")
+        assert "…" in lines[0] and cell_len(lines[0]) == 80
+        assert lines[1].startswith("A title")  # the next line is the title, not the rest of the name
+    short = to_table(results(), width=80).splitlines()
+    assert short[0] == "examples/op-ed.txt"
+
+
+def test_wide_shows_each_paragraph_whole_under_its_label_row_without_breaking_words():
+    data = crowded(explain=True)
+    lines = to_table(data, width=80, wide=True).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("1*"))
+    assert "against?" in lines[start] and "0.30/0.45/0.25" in lines[start]
+    body = []
+    for line in lines[start + 1:]:
+        if line.lstrip().startswith("↳"):
+            break
+        assert line.startswith(" " * 7) and line[7] != " "  # indented under the label row
+        body.append(line.strip())
+    assert len(body) > 5
+    url_from = next(i for i, line in enumerate(body) if "https://" in line)
+    # up to the URL, whole words only, in the paragraph's order...
+    assert " ".join(body[:url_from]) == " ".join([LONG] * 4)
+    # ...and the URL, longer than a line, is the one thing folded (wrapping needs a space)
+    assert body[url_from] == URL[:len(body[url_from])] and "".join(body[url_from:]) == URL
+    assert all(cell_len(line) <= 80 for line in lines)
+
+
+def test_wide_wraps_to_a_wider_terminal_and_plain_table_stays_snippets():
+    data = results()
+    wide = to_table(data, width=200, wide=True)
+    assert LONG in wide.splitlines()[5] and max(cell_len(line) for line in wide.splitlines()) <= 200
+    snippets = render(data, "table", width=80)
+    assert LONG not in snippets.replace("\n", " ") and "paragraph" in snippets.splitlines()[3]
+    assert render(data, "table", width=80) == to_table(data, width=80, wide=False)  # render's callers unchanged
+
+
+def test_snippets_end_on_a_whole_word():
+    text = render(results(), "table", width=80)
+    row = next(line for line in text.splitlines() if line.lstrip().startswith("0*"))
+    assert row.endswith("…")
+    last = row[:-1].split()[-1]
+    assert last in [word.strip(",.") for word in LONG.split()]
+
+
+def test_header_states_the_verdict_reason_wrapped_else_the_shares():
+    data = crowded()
+    text = to_table(data, width=80)
+    joined = " ".join(line.strip() for line in text.splitlines())
+    assert f"verdict FAVOR  {REASON}" in joined
+    header = [line for line in text.splitlines() if line.startswith("verdict FAVOR")][0]
+    assert "favor 33%" not in text and len(header) <= 80 and not header.endswith("-")
+    assert "verdict NONE  favor 0%  against 0%  none 100%" in text  # no reason: the shares
+
+
+def test_markdown_footer_lists_only_the_marks_that_occur():
+    text = render(results(), "markdown")
+    assert text.rstrip().endswith("`*` decisive for the verdict. Off-topic: far from every training paragraph, "
+                                  "counted as none.")
+    in_domain = results()[1:]
+    text = render(in_domain, "markdown")
+    assert "`*` decisive" in text and "Off-topic" not in text
+    in_domain[0]["decisive"] = []
+    text = render(in_domain, "markdown")
+    assert "decisive for the verdict" not in text and "Off-topic" not in text
+    assert text.rstrip().endswith("| A record. |")

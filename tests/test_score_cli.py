@@ -142,8 +142,8 @@ def test_nothing_scorable_exits_non_zero_without_loading_the_model(project, load
 def test_unknown_format_is_refused(project, loads, tmp_path):
     result = score(project, "-", "--format", "yaml", input=ARTICLE)
     assert result.exit_code == 2 and result.stdout == ""
-    assert result.stderr.strip() == ("error: unknown --format 'yaml' (expected one of table, json, jsonl, csv, "
-                                     "markdown)")
+    assert result.stderr.strip().startswith("error: unknown --format 'yaml' (expected one of table, json, jsonl, "
+                                            "csv, markdown")
 
 
 def test_output_file_format_from_its_extension_and_clean_stdout(project, loads, tmp_path):
@@ -323,3 +323,62 @@ def test_examples_scored_with_the_packaged_model(tmp_path):
     assert [path for path, _ in console] == [path for path, _ in in_process]
     for (path, got), (_, expected) in zip(console, in_process):
         assert got == (pytest.approx(expected, abs=2e-4) if isinstance(expected, float) else expected), path
+
+
+def test_wide_table_shows_whole_paragraphs_within_80_columns(project, loads, tmp_path):
+    long_paragraph = " ".join([FAVOR[0]] * 4)
+    name = tmp_path / ("a-folder-with-a-long-name-" * 3) / ("an-op-ed-file-name-that-is-much-too-long-" * 2 + ".txt")
+    name.parent.mkdir()
+    name.write_text(f"{long_paragraph}\n\n{AGAINST[1]} Report 1.\n\n{FOOTBALL}\n", encoding="utf-8")
+    for extra in ([], ["--explain"]):
+        wide = score(project, str(name), "--wide", *extra)
+        assert wide.exit_code == 0, wide.output
+        lines = wide.stdout.splitlines()
+        assert max(len(line) for line in lines) <= 80
+        assert long_paragraph in " ".join(line.strip() for line in lines)
+        assert "…" in lines[0] and lines[0].endswith(".txt")
+        plain = score(project, str(name), *extra)
+        assert max(len(line) for line in plain.stdout.splitlines()) <= 80
+        assert long_paragraph not in " ".join(line.strip() for line in plain.stdout.splitlines())
+    assert ("↳" in wide.stdout) and "verdict " in wide.stdout
+    as_json = score(project, str(name), "--wide", "-f", "json")  # other formats ignore --wide
+    assert json.loads(as_json.stdout)[0]["paragraphs"][0]["text"] == long_paragraph
+
+
+def test_the_table_header_states_why_the_verdict_was_reached(project, loads):
+    result = score(project, "-", input=ARTICLE)
+    header = next(line for line in result.stdout.splitlines() if line.startswith("verdict "))
+    assert "mass" in header or "paragraphs" in header  # the verdict_reason, not the label shares
+    assert "favor 33%" not in result.stdout
+
+
+def test_windows_1252_files_are_scored_with_one_note_each(project, loads, tmp_path):
+    old = tmp_path / "old.txt"
+    old.write_bytes(ARTICLE.replace("Washington Must", "\u201cWashington\u201d Must").encode("cp1252")
+                    + f"\n\u201c{FAVOR[2]}\u201d \u2013 again.\n".encode("cp1252"))
+    records = tmp_path / "old.jsonl"
+    records.write_bytes("\n".join(json.dumps({"id": i, "text": f"\u201c{t}\u201d"}, ensure_ascii=False)
+                                  for i, t in enumerate(FAVOR)).encode("cp1252"))
+    (tmp_path / "new.txt").write_text(ARTICLE, encoding="utf-8")
+    result = score(project, str(old), str(records), str(tmp_path / "new.txt"), "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 3
+    assert result.stderr.splitlines() == [f"note: {old}: not UTF-8; read as Windows-1252",
+                                          f"note: {records}: not UTF-8; read as Windows-1252"]
+
+
+def test_a_broken_json_line_is_reported_whole(project, loads, tmp_path):
+    path = tmp_path / "notes.jsonl"
+    path.write_text(json.dumps({"text": FAVOR[0]}) + "\n" + json.dumps({"text": AGAINST[0]}) + "\n"
+                    + '{"id": 3, "text": "Unfinish\n', encoding="utf-8")
+    result = score(project, str(path), "-f", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert f"error: {path}:3: invalid JSON at column 19 (Unterminated string starting at: line 1 column 19 " \
+           "(char 18)); record skipped" in result.stderr.splitlines()
+
+
+def test_score_usage_names_paths():
+    result = CliRunner().invoke(app, ["score", "--help"], env={"COLUMNS": "80"})
+    usage = next(line for line in result.output.splitlines() if "Usage:" in line)
+    assert "PATHS..." in usage and "{paths}" not in result.output
+    assert "--wide" in result.output
