@@ -52,7 +52,7 @@ def test_fails_clearly_before_dvc_repro(tmp_path, fake_embedder, monkeypatch):
     make_project(tmp_path, fake_embedder)  # embedded, but never evaluated
     result = execute(monkeypatch, tmp_path)
     assert result.error is not None
-    assert "StanceError" in result.error.summary and "run `dvc repro` (or `dvc pull`) first" in result.error.summary
+    assert "StanceError" in result.error.summary and "run `dvc repro` first (or `dvc pull` from a configured remote)" in result.error.summary
     assert "reports/metrics.json" in result.error.summary
 
 
@@ -60,7 +60,7 @@ def test_runs_on_the_real_project(monkeypatch):
     missing = [p for p in ("data/embeddings/paragraphs.parquet", "reports/metrics.json", "reports/predictions.csv",
                            "reports/learning_curve.json") if not (ROOT / p).exists()]
     if missing:
-        pytest.skip(f"real project outputs absent ({', '.join(missing)}): run `dvc repro` or `dvc pull` to test "
+        pytest.skip(f"real project outputs absent ({', '.join(missing)}): run `dvc repro` to test "
                     "the notebook on the real corpus")
     data_before = snapshot(ROOT / "data")
     result = execute(monkeypatch, None)
