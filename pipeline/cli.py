@@ -197,13 +197,14 @@ def score(
 def label(
     annotator: str = typer.Option(..., "--annotator", "-a", envvar="STANCE_ANNOTATOR",
                                   help="Your name: answers go to <labels_dir>/<annotator>.csv."),
-    order: str = typer.Option("margin", help="margin | entropy (least sure first) | random | document."),
+    order: str = typer.Option("margin", help="margin | entropy (least sure first) | random | document. All but "
+                              "document offer paragraphs nobody labelled first, then disagreements, then the rest."),
     guess: bool = typer.Option(True, "--guess/--no-guess", help="Show the model's guess (hide it for independent double labelling)."),
     embed: bool = typer.Option(True, "--embed/--no-embed", envvar="STANCE_LABEL_EMBED",
                                help="Embed paragraphs the embed stage has not seen (loads the embedding model)."),
     params: Path = ParamsOption,
 ) -> None:
-    """Label paragraphs one at a time in the terminal, the ones the model is least sure of first."""
+    """Label paragraphs one at a time in the terminal, unlabelled and least sure first."""
     from pipeline.label_session import run_session
 
     def action():
@@ -309,11 +310,12 @@ def labels_export(
 
 @labels_app.command("agreement")
 def labels_agreement(
-    limit: int = typer.Option(20, help="Disagreements listed per annotator pair (0 = all)."),
-    disagreements: Optional[Path] = typer.Option(None, "--disagreements", help="Also write every disagreement to this CSV file."),
+    limit: int = typer.Option(20, help="Disagreements listed per pair of independent annotators (0 = all)."),
+    disagreements: Optional[Path] = typer.Option(None, "--disagreements", help="Also write every disagreement between "
+                                                 "independent annotators to this CSV file (with the adjudicator's label)."),
     params: Path = ParamsOption,
 ) -> None:
-    """Cohen's kappa for each pair of annotators, and the paragraphs they disagree on."""
+    """Cohen's kappa between independent annotators, their disagreements, and what the adjudicator settled."""
     from pipeline.agreement import run_agreement
 
     _run(lambda: run_agreement(_params(params), limit, disagreements))

@@ -166,7 +166,9 @@ def run_external(params: dict) -> dict:
 
     paths = params["paths"]
     records = load_hydrated(paths["real_dir"], paths["real_manifest"])
-    scorer = load_scorer(params)
+    # The precision the model was trained with (fp32), not score.precision: the committed figures
+    # must not depend on which processor ran them.
+    scorer = load_scorer(params, precision=(params.get("embedding") or {}).get("precision") or "fp32")
     predicted, verdicts = score_pages(records, scorer)
     settings = (params.get("evaluate") or {}).get("external") or {}
     draws = int(settings.get("bootstrap", DEFAULT_BOOTSTRAP))

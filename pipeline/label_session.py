@@ -1,247 +1,90 @@
 """`stance label`: label paragraphs one at a time in the terminal, the most useful first.
 
-Inputs:  `paths.paragraphs` (from prepare), `paths.sources` (document titles), `paths.labels_dir`
-         (what is labelled already) and, when a trained model exists, `paths.model`,
-         `paths.model_meta` and `paths.embeddings` (paragraphs the embed stage has not seen yet are
-         embedded on the fly through `pipeline.embed`, cached in `paths.embedding_cache`).
-Outputs: `paths.labels_dir`/<annotator>.csv: one row per answer, appended and fsynced at once.
-Params:  `seed` (random order), `embedding.*` (only for paragraphs missing from the embeddings).
+Inputs:  `paths.paragraphs`, `paths.sources`, `paths.labels_dir`, the trained model and
+         `<paths.reports_dir>/predictions.csv`: what to offer, in which order and with which
+         guess is `pipeline.label_queue`'s business.
+Outputs: `paths.labels_dir`/<annotator>.csv: one row per answer, appended and fsynced at once
+         (`pipeline.label_file`: crash safety, hand edits, one session per annotator).
+Params:  `seed`, `labels.priority`, `embedding.*` (through `pipeline.label_queue`).
 
-Order: "margin" (default) and "entropy" show first the paragraphs the current model is least
-sure of (smallest gap between its two most likely labels / largest entropy of its
-probabilities); "random" is a shuffle seeded from `seed`; "document" follows the corpus. In the
-first three, paragraphs nobody has labelled come before those only other annotators labelled.
-Without a trained model there is no guess, and margin/entropy fall back to random order. The
-order is fixed when the session starts; retrain (`dvc repro`) to refresh it.
-
-Safety: an answer is on disk (flush + fsync) before the next paragraph is shown, so killing the
-session loses at most the paragraph on screen. The label file is re-read before every key is
-acted on: a file edited by hand meanwhile is noticed and its new content used; a file that
-became invalid is never written to until it is fixed. Undo rewrites the file atomically
-(temporary file + rename). One session per annotator at a time (a lock in the temp directory);
-different annotators write different files, so they can label at the same time.
+The order is fixed when the session starts; retrain (`dvc repro`) to refresh the guesses. The
+screen fits the terminal (80 columns and up): long annotator names, document titles and paths
+are shortened in the middle with "…", and lines are wrapped only between words.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import re
 import shutil
 import signal
 import sys
-import tempfile
 import textwrap
 from collections import defaultdict
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, TextIO
 
 import numpy as np
 
 from pipeline import LABELS
 from pipeline.errors import StanceError
+# check_annotator, model_guesses and order_paragraphs are here for pipeline.label_exchange's imports
+from pipeline.label_file import LabelFile, annotator_lock, check_annotator, label_file_path  # noqa: F401
+from pipeline.label_queue import (MODEL, ORDERS, document_titles, load_guesses,  # noqa: F401
+                                  model_guesses, order_paragraphs, read_paragraphs, session_queue)
 
-ORDERS = ("margin", "entropy", "random", "document")
 KEYS = {"f": "favor", "a": "against", "n": "none"}
 KEY_LINE = "[f] favor  [a] against  [n] none   [s] skip  [u] undo  [q] quit  [?] help"
 HELP = ("f, a, n: label the paragraph favor / against / none (saved to disk at once).  s: skip it for this "
         "session.  u: undo the last answer or skip of this session.  q: quit (everything answered is saved).")
-ANNOTATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONTEXT_CHARS = 280
+ELLIPSIS = "…"
 
 
-def check_annotator(name: str | None) -> str:
-    if not name or not ANNOTATOR_NAME.match(name):
-        raise StanceError(f"annotator name {name!r}: use letters, digits, '.', '_' or '-' "
-                          f"(it names the label file <labels_dir>/<annotator>.csv)")
-    return name
+def shorten_middle(text: str, width: int) -> str:
+    """`text` within `width` terminal cells, its middle replaced by "…": whole words at both ends
+    when that keeps most of the room (a title), else characters (a path or a name)."""
+    from rich.cells import cell_len
 
-
-def label_file_path(params: dict, annotator: str) -> Path:
-    return Path(params["paths"]["labels_dir"]) / f"{check_annotator(annotator)}.csv"
-
-
-def read_paragraphs(params: dict) -> list[dict]:
-    from pipeline.files import read_jsonl
-
-    path = Path(params["paths"]["paragraphs"])
-    if not path.exists():
-        raise StanceError(f"{path}: not found (run `stance prepare` first)")
-    return read_jsonl(path)
-
-
-def document_titles(params: dict) -> dict[str, str]:
-    """slug -> title from the sources table; empty when the table is missing or unreadable."""
-    from pipeline.prepare import read_sources
-
-    try:
-        return {s["slug"]: s["title"] for s in read_sources(params["paths"]["sources"])}
-    except StanceError:
-        return {}
-
-
-def labelled_by_others(labels_dir: str | Path, annotator: str) -> set[str]:
-    """Ids labelled by any other annotator (unreadable label files are passed over here)."""
-    from pipeline.labels import read_label_file
-
-    ids: set[str] = set()
-    for path in sorted(Path(labels_dir).glob("*.csv")):
-        try:
-            rows = read_label_file(path)
-        except StanceError:
-            continue
-        ids.update(r.paragraph_id for r in rows if r.annotator != annotator)
-    return ids
-
-
-# --- the model's guess and the order ---------------------------------------------------------
-
-def model_guesses(params: dict, records: list[dict], embed: bool = True, embedder=None,
-                  log: Callable[[str], None] = lambda message: None) -> tuple[dict[str, np.ndarray], str]:
-    """(probabilities in LABELS order by paragraph id, a one-line status) from the trained model.
-
-    Embeddings come from the embed stage's output; paragraphs missing there are embedded with
-    `embedder` (default: the configured model via `pipeline.embed`) unless `embed` is False, in
-    which case they simply get no guess. No model, or a model that does not match the
-    embeddings, means no guesses (and a status saying why), never an error.
-    """
-    paths = params["paths"]
-    if not Path(paths["model"]).exists() or not Path(paths["model_meta"]).exists():
-        return {}, "no trained model yet, so no guesses (train with `dvc repro` once there are labels)"
-    from pipeline.embed import load_embeddings
-    from pipeline.model_store import load_model
-
-    log(f"loading the model from {paths['model']} ...")
-    try:
-        estimator, meta = load_model(paths["model"], paths["model_meta"])
-    except StanceError as exc:
-        return {}, f"model not used: {exc}"
-    trained = meta.get("embedding_model", "").split("/")[0]
-    vectors: dict[str, np.ndarray] = {}
-    document_of = {r["id"]: r.get("doc", r["id"]) for r in records}
-    stale = ""
-    if Path(paths["embeddings"]).exists():
-        rows, matrix, identity = load_embeddings(paths["embeddings"])
-        if not identity or identity.split("/")[0] == trained:
-            vectors = {row["id"]: matrix[i] for i, row in enumerate(rows)}
-            document_of = {**{row["id"]: row["doc"] for row in rows}, **document_of}
+    if cell_len(text) <= width:
+        return text
+    if width < 2:
+        return ELLIPSIS[:max(width, 0)]
+    words, front, back, size = text.split(), [], [], 3  # size: " … " and the words kept so far
+    while len(front) + len(back) < len(words):
+        side = front if sum(map(cell_len, front)) <= sum(map(cell_len, back)) else back
+        word = words[len(front)] if side is front else words[-1 - len(back)]
+        if size + cell_len(word) + (1 if side else 0) > width:
+            break
+        side.append(word)
+        size += cell_len(word) + (1 if len(side) > 1 else 0)
+    if front and back and size >= width * 2 // 3:
+        return f"{' '.join(front)} {ELLIPSIS} {' '.join(reversed(back))}"
+    head, tail = (width - 1) - (width - 1) // 2, (width - 1) // 2
+    while head + tail > 0 and cell_len(text[:head]) + cell_len(text[len(text) - tail:]) + 1 > width:
+        if head >= tail:  # wide (CJK) characters take two cells: give back one character at a time
+            head -= 1
         else:
-            stale = f"; {paths['embeddings']} is from {identity.split('/')[0]}, the model from {trained}"
-    missing = [r for r in records if r["id"] not in vectors]
-    if missing and (embed or embedder is not None):
-        from pipeline.embed import EmbeddingCache, embed_texts, make_embedder
-
-        try:
-            embedder = embedder or make_embedder(params)
-            if embedder.identity.split("/")[0] == trained:
-                log(f"embedding {len(missing)} paragraphs the embed stage has not seen ...")
-                cache = EmbeddingCache(paths["embedding_cache"], embedder.identity)
-                new = embed_texts([r["text"] for r in missing], embedder, cache)
-                vectors.update(zip((r["id"] for r in missing), new))
-        except StanceError as exc:  # no guess for those paragraphs is better than no session
-            stale += f"; new paragraphs not embedded ({exc})"
-    ids = [r["id"] for r in records if r["id"] in vectors]
-    if not ids:
-        return {}, f"no guesses: no embeddings match the model (run `dvc repro`){stale}"
-    from pipeline.features import document_context, model_inputs
-
-    known = list(vectors)  # each paragraph's document context comes from all of its document's paragraphs
-    context = dict(zip(known, document_context(np.stack([vectors[i] for i in known]),
-                                               [document_of.get(i, i) for i in known])))
-    text_of = {r["id"]: r["text"] for r in records}
-    raw = estimator.predict_proba(model_inputs([text_of[i] for i in ids], np.stack([vectors[i] for i in ids]),
-                                               np.stack([context[i] for i in ids])))
-    probabilities = np.zeros((len(ids), len(LABELS)))
-    for j, label in enumerate(estimator.classes_):
-        probabilities[:, LABELS.index(label)] = raw[:, j]
-    without = len(records) - len(ids)
-    status = f"guesses from {paths['model']}" + (f" ({without} paragraphs without embeddings get none)"
-                                                 if without else "")
-    return dict(zip(ids, probabilities)), status + stale
+            tail -= 1
+    return text[:head] + ELLIPSIS + (text[len(text) - tail:] if tail else "")
 
 
-def uncertainty(probabilities: np.ndarray, method: str) -> np.ndarray:
-    """Higher means the model is less sure. margin: 1 - (top - second); entropy: Shannon entropy."""
-    if method == "margin":
-        top = np.sort(probabilities, axis=1)
-        return 1.0 - (top[:, -1] - top[:, -2])
-    if method == "entropy":
-        return -(probabilities * np.log(np.clip(probabilities, 1e-12, None))).sum(axis=1)
-    raise StanceError(f"unknown uncertainty {method!r} (expected margin or entropy)")
+def pack(parts: Iterable[str], width: int, sep: str = " | ") -> list[str]:
+    """`parts` joined by `sep` on as few lines of `width` as they fit, each part whole (or shortened)."""
+    from rich.cells import cell_len
+
+    lines: list[str] = []
+    for part in (shorten_middle(p, width) for p in parts if p):
+        if lines and cell_len(lines[-1]) + len(sep) + cell_len(part) <= width:
+            lines[-1] += sep + part
+        else:
+            lines.append(part)
+    return lines
 
 
-def order_paragraphs(ids: list[str], probabilities: dict[str, np.ndarray], order: str, seed: int,
-                     labelled_elsewhere: Iterable[str] = ()) -> list[str]:
-    """The session's order of paragraph ids (see the module docstring)."""
-    if order not in ORDERS:
-        raise StanceError(f"unknown --order {order!r} (expected one of {', '.join(ORDERS)})")
-    if order == "document":
-        return list(ids)
-    rng = np.random.default_rng(seed)
-    known = [i for i in ids if i in probabilities] if order in ("margin", "entropy") else []
-    unknown = [i for i in ids if i not in probabilities] if known else list(ids)
-    ranked = []
-    if known:
-        scores = uncertainty(np.stack([probabilities[i] for i in known]), order)
-        ranked = [known[k] for k in np.argsort(-scores, kind="stable")]
-    ranked += [unknown[k] for k in rng.permutation(len(unknown))]
-    elsewhere = set(labelled_elsewhere)
-    return [i for i in ranked if i not in elsewhere] + [i for i in ranked if i in elsewhere]
-
-
-# --- the label file and the session --------------------------------------------------------------
-
-class LabelFile:
-    """One annotator's label file as the session sees it; re-read whenever its bytes change."""
-
-    def __init__(self, path: Path, annotator: str):
-        self.path = Path(path)
-        self.annotator = annotator
-        self.labels: dict[str, str] = {}
-        self._digest: str | None = None
-
-    def refresh(self) -> bool:
-        """Re-read the file if its content changed since last seen; True if it did (not on the
-        first read). Raises StanceError (naming file and line) when the file is invalid."""
-        from pipeline.labels import read_label_file
-
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            data = b""
-        except OSError as exc:
-            raise StanceError(f"{self.path}: cannot read ({exc.strerror})") from None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest == self._digest:
-            return False
-        empty = not data.decode("utf-8", "replace").replace("\ufeff", "").strip()
-        rows = [] if empty else read_label_file(self.path)
-        self.labels = {r.paragraph_id: r.label for r in rows if r.annotator == self.annotator}
-        first, self._digest = self._digest is None, digest
-        return not first
-
-    def append(self, paragraph_id: str, label: str) -> None:
-        from pipeline.labels import append_label_row
-
-        append_label_row(self.path, {"paragraph_id": paragraph_id, "label": label,
-                                     "annotator": self.annotator, "note": ""})
-        self._reread()
-
-    def remove(self, paragraph_id: str, label: str) -> bool:
-        from pipeline.labels import remove_last_label_row
-
-        removed = remove_last_label_row(self.path, paragraph_id, self.annotator, label)
-        self._reread()
-        return removed
-
-    def _reread(self) -> None:
-        """Take in our own write. Should someone break the file in that instant, the next key's
-        refresh reports it."""
-        try:
-            self.refresh()
-        except StanceError:
-            pass
+def wrap_fit(text: str, width: int) -> list[str]:
+    """`text` wrapped between words; a single word wider than `width` (a path) is shortened."""
+    lines = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+    return [shorten_middle(line, width) for line in lines] or [""]
 
 
 class LabelSession:
@@ -249,7 +92,8 @@ class LabelSession:
 
     def __init__(self, records: list[dict], order: list[str], label_file: LabelFile,
                  probabilities: dict[str, np.ndarray] | None = None, titles: dict[str, str] | None = None,
-                 show_guess: bool = True, status: str = "", order_name: str = ""):
+                 show_guess: bool = True, status: str = "", order_name: str = "",
+                 sources: dict[str, str] | None = None):
         self.records = {r["id"]: r for r in records}
         self.documents: dict[str, list[dict]] = defaultdict(list)
         for record in records:
@@ -259,6 +103,7 @@ class LabelSession:
         self.order = [pid for pid in order if pid in self.records]
         self.file = label_file
         self.probabilities = probabilities or {}
+        self.sources = sources or {}  # id -> where its guess came from (label_queue.MODEL / OUT_OF_FOLD)
         self.titles = titles or {}
         self.show_guess = show_guess
         self.status = status
@@ -379,31 +224,44 @@ class LabelSession:
         style = style or (lambda text, **_: text)
         width = max(40, min(width, 110))
         rule = "-" * width
-        lines = [style(f"stance label | annotator {self.file.annotator} | {self.saved} saved this session | "
-                       f"{self.remaining()} to go | order {self.order_name}", bold=True),
-                 f"labels file {self.file.path}" + (f" | {self.status}" if self.status else ""), rule]
+        lines = self._header(width, style) + [rule]
         if self.blocked:
-            lines += [style(f"The label file cannot be used: {self.blocked}", fg="red", bold=True),
-                      "Nothing is written until it is fixed. Fix the file, then press any key to re-check (q quits)."]
+            lines += [style(line, fg="red", bold=True)
+                      for line in wrap_fit(f"The label file cannot be used: {self.blocked}", width)]
+            lines += wrap_fit("Nothing is written until it is fixed. Fix the file, then press any key to "
+                              "re-check (q quits).", width)
         elif self.current is None:
-            lines += [style(f"Nothing left to label for {self.file.annotator}"
-                            f"{' (skipped paragraphs come back next session)' if self.skipped else ''}.",
-                            bold=True), "Press q to quit, or u to undo the last answer."]
+            lines += [style(line, bold=True) for line in wrap_fit(
+                f"Nothing left to label for {self.file.annotator}"
+                f"{' (skipped paragraphs come back next session)' if self.skipped else ''}.", width)]
+            lines += wrap_fit("Press q to quit, or u to undo the last answer.", width)
         else:
             lines += self._paragraph_lines(self.current, width, style)
         lines += [rule]
         if self.message:
-            lines += textwrap.wrap(self.message, width) or [""]
-        lines += [KEY_LINE, "> "]
+            lines += wrap_fit(self.message, width)
+        keys = [KEY_LINE] if len(KEY_LINE) <= width else pack(KEY_LINE.replace("   ", "  ").split("  "), width, "  ")
+        lines += keys + ["> "]
         return "\n".join(lines)
+
+    def _header(self, width: int, style: Callable[..., str]) -> list[str]:
+        """The session's state in `width` columns: the annotator's name gives way first."""
+        counts = [f"{self.saved} saved this session", f"{self.remaining()} to go"]
+        room = width - len("stance label | annotator ") - sum(3 + len(part) for part in counts)
+        name = shorten_middle(self.file.annotator, max(12, room))
+        lines = [style(line, bold=True) for line in pack(["stance label", f"annotator {name}", *counts], width)]
+        lines += wrap_fit(" | ".join(part for part in (f"order {self.order_name}", self.status) if part), width)
+        lines.append("labels file " + shorten_middle(str(self.file.path), width - len("labels file ")))
+        return lines
 
     def _paragraph_lines(self, pid: str, width: int, style: Callable[..., str]) -> list[str]:
         record = self.records[pid]
         siblings = self.documents[record["doc"]]
         index = next(i for i, r in enumerate(siblings) if r["id"] == pid)
         title = self.titles.get(record["doc"]) or record["doc"]
-        lines = [style(f"Document: {title}", bold=True),
-                 f"({record['doc']}, paragraph {index + 1} of {len(siblings)}, id {pid})", ""]
+        where = f", paragraph {index + 1} of {len(siblings)}, id {pid})"
+        lines = [style("Document: " + shorten_middle(title, width - len("Document: ")), bold=True),
+                 *wrap_fit("(" + shorten_middle(record["doc"], max(12, width - 1 - len(where))) + where, width), ""]
         if index > 0:
             lines += _context(siblings[index - 1]["text"], "before", width, style) + [""]
         lines += [style(line, bold=True) for line in textwrap.wrap(record["text"], width - 4,
@@ -414,13 +272,17 @@ class LabelSession:
         lines += [""]
         probabilities = self.probabilities.get(pid)
         if not self.show_guess:
-            lines.append("Model guess: hidden (--no-guess)")
+            lines.append("Guess: hidden (--no-guess)")
         elif probabilities is None:
-            lines.append("Model guess: not available")
+            lines.append("Guess: not available")
         else:
             guess = LABELS[int(np.argmax(probabilities))]
-            shares = "  ".join(f"{label} {p:.2f}" for label, p in zip(LABELS, probabilities))
-            lines.append(f"Model guess: {style(guess, bold=True)}   ({shares})")
+            lead = f"Guess ({self.sources.get(pid, MODEL)}): "
+            shares = "(" + "  ".join(f"{label} {p:.2f}" for label, p in zip(LABELS, probabilities)) + ")"
+            if len(lead) + len(guess) + 3 + len(shares) <= width:
+                lines.append(f"{lead}{style(guess, bold=True)}   {shares}")
+            else:
+                lines += [f"{lead}{style(guess, bold=True)}", f"  {shares}"]
         return lines
 
 
@@ -445,28 +307,6 @@ def describe_key(key: str) -> str:
 
 
 # --- terminal plumbing ------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def annotator_lock(path: Path, annotator: str) -> Iterator[None]:
-    """Refuse a second session (or import) for the same label file while one is running."""
-    import fcntl
-
-    key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
-    lock_path = Path(tempfile.gettempdir()) / f"stance-label-{os.getuid()}-{key}.lock"
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip()
-            raise StanceError(f"{path}: a `stance label` session for {annotator} is already running"
-                              f"{f' (process {owner})' if owner else ''}; quit it first") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
-
 
 @contextlib.contextmanager
 def key_reader(stream: TextIO) -> Iterator[Callable[[], str]]:
@@ -533,12 +373,10 @@ def run_session(params: dict, annotator: str, order: str = "margin", show_guess:
         def log(message: str) -> None:
             print(message, file=err, flush=True)
 
-        probabilities, status = model_guesses(params, records, embed=embed, embedder=embedder, log=log)
-        effective = order if probabilities or order in ("random", "document") else "random"
-        ids = order_paragraphs([r["id"] for r in records], probabilities, effective, int(params["seed"]),
-                               labelled_by_others(params["paths"]["labels_dir"], annotator))
-        session = LabelSession(records, ids, label_file, probabilities, document_titles(params), show_guess,
-                               status, effective if effective == order else f"{effective} (no model for {order})")
+        guesses = load_guesses(params, records, embed=embed, embedder=embedder, log=log)
+        ids, order_name = session_queue(params, records, annotator, order, guesses)
+        session = LabelSession(records, ids, label_file, guesses.probabilities, document_titles(params), show_guess,
+                               guesses.status, order_name, guesses.sources)
         session.start()
         interactive = keys is None and out.isatty()
         style = _styler(out)
@@ -559,3 +397,4 @@ def run_session(params: dict, annotator: str, order: str = "margin", show_guess:
             out.write("\n")
     return {"annotator": annotator, "path": str(path), "saved": session.saved,
             "labelled": len(label_file.labels), "remaining": session.remaining()}
+

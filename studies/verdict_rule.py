@@ -39,7 +39,7 @@ def main() -> None:
     for record in records:
         pages.setdefault(record["url"], []).append(record)
     urls = list(pages)
-    scorer = load_scorer(params)
+    scorer = load_scorer(params, precision=(params.get("embedding") or {}).get("precision") or "fp32")
     results = score_documents([Document(url, [r["text"] for r in pages[url]]) for url in urls], scorer)
     gold = np.array([pages[url][0]["page_verdict"] for url in urls])
     halves = np.array([pages[url][0]["half"] for url in urls])
@@ -66,7 +66,8 @@ def main() -> None:
     report_mask = halves == "report"
     best["report_interval"] = bootstrap_interval(np.array(urls)[report_mask], lambda i: right[report_mask][i].mean(),
                                                  1000, seed)
-    by_rule = {rule: max((r for r in table if r["rule"] == rule), key=lambda r: r["select"]) for rule in VERDICT_RULES}
+    by_rule = {rule: max((r for r in table if r["rule"] == rule), key=lambda r: (r["select"], -abs(r["threshold"] - current)))
+               for rule in VERDICT_RULES}
     out = {"chosen": best, "best_per_rule": {k: {kk: vv for kk, vv in v.items() if kk != "_right"}
                                               for k, v in by_rule.items()},
            "table": [{k: v for k, v in r.items() if k != "_right"} for r in table],

@@ -86,6 +86,9 @@ def write_project(root: Path, n_docs: int = 8) -> dict:
     params["paths"] = {key: str(root / value) for key, value in params["paths"].items()}
     params["train"]["cv_folds"] = 3
     params["train"]["grid"] = {"C": [1.0, 10.0]}
+    # The fast packaged encoder keeps the end-to-end tests quick; the shipped all-mpnet-base-v2 has
+    # its own tests (tests/test_packaged_models.py).
+    params["embedding"]["model"] = "default"
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     return params
 

@@ -1,4 +1,5 @@
-"""`stance labels agreement`: Cohen's kappa per annotator pair and the disagreements."""
+"""`stance labels agreement`: Cohen's kappa between independent passes, the disagreements, and
+what the adjudicator settled."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import prepare
-from pipeline.agreement import agreement_report, kappa, pair_agreement
+from pipeline.agreement import (adjudication, adjudicator_name, agreement_report, by_annotator, kappa, pair_agreement,
+                                unsettled_disagreements)
 from pipeline.cli import app
 from pipeline.labels import LabelRow
 
@@ -95,3 +97,55 @@ def test_cli_invalid_label_file_is_an_error(project, tmp_path):
         "paragraph_id,label,annotator,note\npzzz,favor,second,\n", encoding="utf-8")
     result = runner.invoke(app, ["labels", "agreement", "--params", str(tmp_path / "params.yaml")])
     assert result.exit_code == 1 and "second.csv:2: paragraph id pzzz is not in the corpus" in result.output
+
+
+def test_adjudicator_is_not_a_kappa_pair_but_a_tally_of_settled_disagreements():
+    rows = [row("p1", "favor", "primary"), row("p1", "against", "second"), row("p1", "against", "adjudicator"),
+            row("p2", "none", "primary"), row("p2", "favor", "second"), row("p2", "none", "adjudicator"),
+            row("p3", "favor", "primary"), row("p3", "none", "second"), row("p3", "against", "adjudicator"),
+            row("p4", "none", "primary"), row("p4", "favor", "second"),
+            row("p5", "none", "primary"), row("p5", "none", "second"), row("p5", "favor", "adjudicator")]
+    priority = ["adjudicator", "primary", "second"]
+    assert [e["annotators"] for e in agreement_report(rows, priority)] == [("primary", "second")]
+    table = by_annotator(rows)
+    summary = adjudication(table, priority)
+    assert summary["settled"] == 3 and summary["took"] == {"primary": 1, "second": 1} and summary["other"] == 1
+    assert summary["matches"] == {"primary": (1, 4), "second": (1, 4)}
+    assert summary["undisputed"] == 1 and summary["unsettled"] == ["p4"]
+    assert unsettled_disagreements(table) == {"p4"}
+
+
+def test_adjudicator_name_comes_from_the_first_priority_entry_if_it_is_one():
+    assert adjudicator_name(["adjudicator", "primary"]) == "adjudicator"
+    assert adjudicator_name(["Adjudicator-Jo", "primary"]) == "Adjudicator-Jo"
+    assert adjudicator_name(["primary", "adjudicator-jo"]) == "adjudicator"
+    assert adjudicator_name(None) == "adjudicator"
+    rows = [row("p1", "favor", "primary"), row("p1", "against", "second"), row("p1", "against", "adjudicator-jo")]
+    assert [e["annotators"] for e in agreement_report(rows, ["adjudicator-jo"])] == [("primary", "second")]
+    assert len(agreement_report(rows, ["primary"])) == 3  # without the setting it is an ordinary annotator
+
+
+def test_cli_reports_adjudication_without_a_misleading_kappa(two_annotators, tmp_path):
+    project, records = two_annotators
+    labels_dir = Path(project["paths"]["labels_dir"])
+    (labels_dir / "adjudicator.csv").write_text(
+        "paragraph_id,label,annotator,note\n"
+        f"{records[4]['id']},against,adjudicator,primary right\n", encoding="utf-8")
+    out = tmp_path / "disagreements.csv"
+    result = runner.invoke(app, ["labels", "agreement", "--params", str(tmp_path / "params.yaml"),
+                                 "--disagreements", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Annotators: adjudicator (1 labels), primary (24 labels), second (10 labels)" in result.output
+    assert "primary vs second: 10 shared paragraphs, agreement 80.0%, Cohen's kappa 0.692" in result.output
+    assert "adjudicator vs" not in result.output and result.output.count("kappa") == 1
+    assert "adjudicator settled 1 disagreement: 1 kept primary's label, 0 took second's, 0 other" in result.output
+    assert "adjudicator's label matches primary's on 1 of 1, second's on 0 of 1" in result.output
+    assert f"1 disagreement not settled yet: {records[1]['id']}" in result.output
+    assert f"{records[4]['id']}  primary=against  second=none  doc-1  settled: adjudicator=against" in result.output
+    with open(out, newline="", encoding="utf-8") as handle:
+        written = list(csv.DictReader(handle))
+    assert [(w["paragraph_id"], w["settled"]) for w in written] == [(records[1]["id"], ""), (records[4]["id"], "against")]
+    (labels_dir / "second.csv").unlink()
+    result = runner.invoke(app, ["labels", "agreement", "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 0 and "Only one independent pass" in result.output and " vs " not in result.output
+    assert "adjudicator settled no disagreements" in result.output

@@ -1,4 +1,5 @@
-"""`stance label`: order, crash-safe label file, undo, hand edits, and real terminal sessions."""
+"""`stance label`: the session's screen, crash-safe label file, undo, hand edits, and real terminal
+sessions (the order and the guesses: test_label_queue.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import LABELS, prepare
+from pipeline import prepare
 from pipeline.errors import StanceError
-from pipeline.label_session import (LabelFile, LabelSession, annotator_lock, check_annotator, model_guesses,
-                                    order_paragraphs, run_session, uncertainty)
+from pipeline.label_file import LabelFile, annotator_lock, check_annotator
+from pipeline.label_queue import OUT_OF_FOLD, order_paragraphs
+from pipeline.label_session import KEY_LINE, LabelSession, run_session, shorten_middle
 from pipeline.labels import read_label_file
+from test_label_queue import add_document, write_labels, write_predictions
 
 ROOT = Path(__file__).parent.parent
 STANCE = ROOT / ".venv" / "bin" / "stance"
@@ -46,31 +49,6 @@ def shown_ids(output: str) -> list[str]:
     return ID.findall(output)
 
 
-# --- order -------------------------------------------------------------------------------------
-
-def test_margin_and_entropy_put_the_least_sure_first():
-    probabilities = {"sure": np.array([0.9, 0.05, 0.05]), "torn": np.array([0.45, 0.40, 0.15]),
-                     "flat": np.array([0.34, 0.33, 0.33]), "lean": np.array([0.6, 0.3, 0.1])}
-    ids = ["sure", "torn", "flat", "lean", "unseen"]
-    margin = order_paragraphs(ids, probabilities, "margin", seed=1)
-    assert margin[:4] == ["flat", "torn", "lean", "sure"] and margin[4] == "unseen"
-    assert order_paragraphs(ids, probabilities, "entropy", seed=1)[:4] == ["flat", "torn", "lean", "sure"]
-    assert uncertainty(np.array([[0.5, 0.5, 0.0]]), "margin")[0] == pytest.approx(1.0)
-
-
-def test_random_order_is_seeded_and_nobody_labelled_comes_first():
-    ids = [f"p{i}" for i in range(30)]
-    first = order_paragraphs(ids, {}, "random", seed=7)
-    assert first == order_paragraphs(ids, {}, "random", seed=7)
-    assert first != order_paragraphs(ids, {}, "random", seed=8) and sorted(first) == sorted(ids)
-    assert order_paragraphs(ids, {}, "document", seed=7) == ids
-    elsewhere = {"p0", "p1", "p2"}
-    ordered = order_paragraphs(ids, {}, "random", seed=7, labelled_elsewhere=elsewhere)
-    assert set(ordered[-3:]) == elsewhere
-    with pytest.raises(StanceError, match="unknown --order 'best'"):
-        order_paragraphs(ids, {}, "best", seed=7)
-
-
 def test_annotator_names_are_file_safe():
     assert check_annotator("jane.doe-2") == "jane.doe-2"
     for bad in ("", "../primary", "a b", "-x"):
@@ -80,64 +58,93 @@ def test_annotator_names_are_file_safe():
 
 # --- the model's guess ----------------------------------------------------------------------------
 
-def test_guesses_from_trained_model_and_margin_order(trained_project):
-    summary, output = session(trained_project, "q")
-    records = prepare.run(trained_project)
-    guesses, status = model_guesses(trained_project, [r.to_record() for r in records], embed=False)
-    assert len(guesses) == len(records) and "guesses from" in status
-    for p in guesses.values():
-        assert p.sum() == pytest.approx(1.0)
-    # primary labelled everything, so the order is pure margin order
-    expected = order_paragraphs([r.id for r in records], guesses, "margin", trained_project["seed"])
-    assert shown_ids(output) == expected[:1]
-    assert re.search(r"Model guess: (favor|against|none) +\(favor 0\.\d\d  against 0\.\d\d  none 0\.\d\d\)", output)
-    assert "order margin" in output and summary["saved"] == 0
+def test_unlabelled_first_by_uncertainty_with_model_and_out_of_fold_guesses(trained_project, fake_embedder):
+    labelled = [r.to_record() for r in prepare.run(trained_project)]
+    records = add_document(trained_project)
+    oof = write_predictions(trained_project, labelled)
+    new = [r["id"] for r in records if r["doc"] == "doc-new"]
+    _, output = session(trained_project, ["s"] * 4 + ["q"], embedder=fake_embedder)
+    screens = output.split("stance label | annotator")[1:]
+    shown = shown_ids(output)
+    assert set(shown[:3]) == set(new) and all("Guess (model): " in text for text in screens[:3])
+    flat = " ".join(output.split())  # the status line wraps with the terminal
+    assert "order margin" in flat and "out-of-fold guesses for 24 of 24 labelled paragraphs" in flat
+    # then the labelled paragraphs, least sure first by their out-of-fold probabilities
+    assert shown[3] == order_paragraphs([r["id"] for r in labelled], oof, "margin", 0)[0]
+    assert re.search(r"Guess \(out-of-fold\): (favor|against|none) +\(favor 0\.\d\d  against 0\.\d\d  none 0\.\d\d\)",
+                     screens[3])
 
 
-def test_guesses_of_a_context_model_read_whole_documents(project, fake_embedder):
-    """With the document context, a paragraph's guess is the same whichever paragraphs are asked about:
-    its context comes from all the paragraphs of its document (the embed stage's output)."""
-    from pipeline import embed, train
-    from pipeline.features import document_context, model_inputs
-    from pipeline.model_store import load_model
-
-    project["train"]["feature_params"] = {**project["train"]["feature_params"], "context_weight": 0.5}
-    records = [r.to_record() for r in prepare.run(project)]
-    embed.run(project, embedder=fake_embedder)
-    train.run(project)
-    everything, _ = model_guesses(project, records, embed=False)
-    some = records[1::3]  # one paragraph of each document
-    assert set(model_guesses(project, some, embed=False)[0]) == {r["id"] for r in some}
-    for record in some:
-        assert np.allclose(model_guesses(project, some, embed=False)[0][record["id"]], everything[record["id"]])
-    # and it is what the estimator gives with each document's full context
-    estimator, _ = load_model(project["paths"]["model"], project["paths"]["model_meta"])
-    vectors = fake_embedder.encode([r["text"] for r in records])
-    context = document_context(vectors, [r["doc"] for r in records])
-    expected = estimator.predict_proba(model_inputs([r["text"] for r in records], vectors, context))
-    got = np.array([everything[r["id"]] for r in records])
-    assert np.allclose(got[:, [LABELS.index(label) for label in estimator.classes_]], expected, atol=1e-5)
+def test_disagreements_come_after_unlabelled_and_before_the_rest(prepared):
+    records = [r.to_record() for r in prepare.run(prepared)]
+    ids = [r["id"] for r in records]
+    write_labels(prepared, "primary", {pid: "none" for pid in ids[:20]})
+    write_labels(prepared, "second", {ids[5]: "favor", ids[6]: "none"})
+    _, output = session(prepared, ["s"] * 6 + ["q"], annotator="third", order="random")
+    shown = shown_ids(output)
+    assert set(shown[:4]) == set(ids[20:]) and shown[4] == ids[5] and shown[5] not in ids[20:] + [ids[5]]
 
 
-def test_paragraph_unknown_to_embed_stage_is_embedded_only_when_allowed(trained_project, fake_embedder):
-    records = [r.to_record() for r in prepare.run(trained_project)]
-    new = {"id": "pnew", "doc": "doc-0", "position": 9, "kind": "authored",
-           "text": "Washington and Beijing will coordinate sanctions closely."}
-    guesses, _ = model_guesses(trained_project, records + [new], embed=False)
-    assert "pnew" not in guesses and len(guesses) == len(records)
-    guesses, _ = model_guesses(trained_project, records + [new], embedder=fake_embedder)
-    assert "pnew" in guesses and fake_embedder.calls[-1] == 1  # only the new paragraph is encoded
+def test_labelled_paragraphs_show_no_in_sample_guess(trained_project):
+    _, output = session(trained_project, "q")  # everything is labelled and there is no predictions.csv
+    assert "Guess: not available" in output and "Guess (" not in output
+    flat = " ".join(output.split())
+    assert "order random (no guesses for margin)" in flat and "predictions.csv is missing" in flat
 
 
 def test_no_model_means_no_guess_and_random_order(prepared):
     _, output = session(prepared, "q")
-    assert "Model guess: not available" in output
-    assert "order random (no model for margin)" in output and "no trained model yet" in output
+    assert "Guess: not available" in output
+    flat = " ".join(output.split())
+    assert "order random (no guesses for margin)" in flat and "no trained model yet" in flat
 
 
-def test_no_guess_option_hides_the_guess(trained_project):
+def test_no_guess_option_hides_the_guess(trained_project, fake_embedder):
+    labelled = [r.to_record() for r in prepare.run(trained_project)]
+    write_predictions(trained_project, labelled)
     _, output = session(trained_project, "q", show_guess=False)
-    assert "Model guess: hidden" in output and "favor 0." not in output
+    assert "Guess: hidden" in output and "favor 0." not in output
+    _, output = session(trained_project, "q")
+    assert "Guess (out-of-fold): " in output and "favor 0." in output
+
+
+# --- the screen ----------------------------------------------------------------------------------
+
+def test_header_fits_80_columns_with_a_long_title_and_annotator_name(prepared):
+    records = [r.to_record() for r in prepare.run(prepared)]
+    name = "jane.the-annotator-with-an-extraordinarily-long-name_from-the-desk-0123"
+    title = ("Why Washington and Beijing Must Keep Talking About the Korean Peninsula Even When Everything "
+             "Else in Their Relationship Seems to Be Falling Apart")
+    probabilities = {r["id"]: np.array([0.5, 0.3, 0.2]) for r in records}
+    path = labels_path(prepared, name)
+    s = LabelSession(records, [r["id"] for r in records], LabelFile(path, name), probabilities,
+                     {"doc-0": title}, status="model guesses for 24 unlabelled paragraphs from " + "/very/long" * 9
+                     + "/models/model.joblib; out-of-fold guesses for 0 of 0 labelled paragraphs",
+                     order_name="random (no guesses for entropy)", sources={records[0]["id"]: OUT_OF_FOLD})
+    s.start()
+    s.message = f"{path} changed on disk (edited by hand?); re-read it: 0 labels by {name}."
+    location = f"(doc-0, paragraph 1 of 3, id {records[0]['id']})"
+    words = set(" ".join([title, name, str(path), s.status, s.message, s.order_name, location, KEY_LINE,
+                          "stance label | annotator 0 saved this session 24 to go order labels file Document:",
+                          "Guess (out-of-fold): favor (favor 0.50 against 0.30 none 0.20) >"]).split())
+    for width in (80, 100, 40):
+        lines = s.render(width).splitlines()
+        assert max(len(line) for line in lines) <= width, [line for line in lines if len(line) > width]
+        for line in lines:
+            if not line.startswith((">>", "    ", "---")):  # the paragraph, its context, the rules
+                assert all(word in words or "…" in word for word in line.split()), line  # no word cut
+    screen_ = s.render(80)
+    assert f"id {records[0]['id']})" in screen_ and "Guess (out-of-fold): favor" in screen_
+    assert "Document: Why Washington and Beijing" in screen_ and "Seems to Be Falling Apart" in screen_
+    assert screen_.splitlines()[0] == "stance label | annotator jane.the-a…-desk-0123 | 0 saved this session | 24 to go"
+
+
+def test_shorten_middle_keeps_both_ends_and_whole_words():
+    assert shorten_middle("short", 10) == "short"
+    assert shorten_middle("/data/projects/stance/labels/jane.csv", 20) == "/data/proj…/jane.csv"
+    cut = shorten_middle("one two three four five six seven eight nine ten", 30)
+    assert len(cut) <= 30 and cut.startswith("one two three") and cut.endswith("nine ten") and " … " in cut
+    assert len(shorten_middle("中" * 30, 21).encode("utf-16-le")) // 2 <= 21
 
 
 # --- answering, undo, skip, bad keys ---------------------------------------------------------------
@@ -340,7 +347,7 @@ def test_terminal_session_killed_then_resumed(prepared, tmp_path):
 def test_two_annotators_at_once_and_same_annotator_refused(trained_project, tmp_path):
     params_file = tmp_path / "params.yaml"
     one, two = spawn(params_file, "ann"), spawn(params_file, "bob", "--order", "random", ignore_sigint=True)
-    assert "Model guess:" in screen(one) and "Model guess:" in screen(two)
+    assert "Guess: not available" in screen(one) and "Guess: not available" in screen(two)  # no predictions.csv
     again = spawn(params_file, "ann")
     again.expect("session for ann is already running")
     again.expect(pexpect.EOF)
