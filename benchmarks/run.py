@@ -8,7 +8,8 @@ Measures, on a generated corpus of realistic op-ed paragraphs (benchmarks/corpus
      path's cosine to PyTorch fp32; the useful GFLOP/s of each path (the model's multiply-adds for
      the real token counts) against a large fp32 matrix product on all cores, this CPU's ceiling;
   2. the default path's throughput for several batch sizes (texts sorted by length);
-  3. grouped-CV f_avg on the real labelled corpus with fp32 and with the default path;
+  3. the scoring path (bf16 where the CPU has AMX) against the fp32 embeddings the model trained
+     on: label agreement and probability differences on the labelled corpus;
   4. retraining (prepare, embed, train, evaluate) from scratch and after adding 10 labelled
      paragraphs, in a temporary copy of the project (never in the project's own data/);
   5. end-to-end `stance score` throughput over 100 documents of the same paragraphs, and its
@@ -167,13 +168,14 @@ def batch_sweep(params: dict, backend: str, precision: str, texts: list[str], re
 
 
 # -- what the processor allows ------------------------------------------------------------------
-def encoder_flops(texts: list[str]) -> dict:
+def encoder_flops(texts: list[str], model: str | None = None) -> dict:
     """Multiply-add work of the default model per paragraph (2 FLOPs per multiply-add), from its
     config and the real (truncated) token counts: per layer the Q/K/V/output projections
     (8 n H^2), the feed-forward (4 n H I) and the attention products (4 n^2 H). Padding excluded."""
     from pipeline.fast_encoder import encoder_layout, load_tokenizer
 
-    location = Path(embed.resolve_model("default"))
+    model = model or load_params(ROOT / "params.yaml")["embedding"].get("model") or "default"
+    location = Path(embed.resolve_model(model))
     config = json.loads((location / "config.json").read_text(encoding="utf-8"))
     layers, hidden, inner = config["num_hidden_layers"], config["hidden_size"], config["intermediate_size"]
     tokenizer = load_tokenizer(location / "tokenizer.json", encoder_layout(location).max_length)
@@ -211,41 +213,38 @@ def compute_bound(raw_rows: list[dict], flops: dict, peak: float) -> dict:
             "three_times_torch_fp32_share_of_fp32_peak": round(3 * torch_fp32 * per / peak, 2)}
 
 
-# -- 3: f_avg on the real corpus --------------------------------------------------------------
-def f_avg_comparison(params: dict, embedders: dict, default_key: tuple[str, str]) -> dict:
-    from threadpoolctl import threadpool_limits
-
-    from pipeline.evaluate import compute_metrics, oof_probabilities, predicted_labels
+# -- 3: scoring precision against the fp32 the model was trained on ------------------------------
+def precision_check(params: dict, default) -> dict:
+    """The shipped model's labels and probabilities on every labelled corpus paragraph, from the
+    fp32 embeddings it was trained on (the embed stage's output) and from the scoring path's
+    embeddings (`score.precision`: bf16 where the CPU has AMX): label agreement and probability
+    differences. bf16 is only a scoring-time speed-up, so this is what it may cost."""
+    from pipeline.embed import load_embeddings
     from pipeline.fast_encoder import cosines
-    from pipeline.features import model_inputs
-    from pipeline.files import read_jsonl
-    from pipeline.labels import load_labels, resolve_labels
+    from pipeline.score import load_scorer
 
-    paragraphs = ROOT / params["paths"]["paragraphs"]
-    labels_dir = ROOT / params["paths"]["labels_dir"]
-    if not paragraphs.exists():
-        return {"skipped": f"{paragraphs} not found (run `dvc repro` in the project first)"}
-    records = read_jsonl(paragraphs)
-    labels = resolve_labels(load_labels(labels_dir, {r["id"] for r in records}), params["labels"].get("priority"))
-    rows = [r for r in records if r["id"] in labels]
-    y = np.array([labels[r["id"]] for r in rows])
-    groups = np.array([r["doc"] for r in rows])
+    embeddings = ROOT / params["paths"]["embeddings"]
+    if not embeddings.exists() or not (ROOT / params["paths"]["model"]).exists():
+        return {"skipped": "no embeddings or model (run `dvc repro` in the project first)"}
+    rows, fp32, identity = load_embeddings(embeddings)
     texts = [r["text"] for r in rows]
-    out = {"paragraphs": len(rows), "documents": len(set(groups.tolist())), "f_avg": {}}
-    matrices = {}
-    for key in dict.fromkeys([("torch", "fp32"), default_key]):
-        name = f"{key[0]}-{key[1]}"
-        matrices[key] = embedders[key].encode(texts)
-        with threadpool_limits(limits=1):
-            probabilities = oof_probabilities(model_inputs(texts, matrices[key]), y, groups, params["train"],
-                                              int(params["seed"]))
-        out["f_avg"][name] = compute_metrics(y, predicted_labels(probabilities))["f_avg"]
-        log(f"grouped-CV f_avg with {name}: {out['f_avg'][name]}")
-    cos = cosines(matrices[default_key], matrices[("torch", "fp32")])
-    out["default_path"] = f"{default_key[0]}-{default_key[1]}"
-    out["cosine_default_to_fp32_min"] = round(float(cos.min()), 6)
-    out["cosine_default_to_fp32_mean"] = round(float(cos.mean()), 6)
-    out["f_avg_difference"] = round(abs(out["f_avg"][out["default_path"]] - out["f_avg"]["torch-fp32"]), 4)
+    scorer = load_scorer(params, embedder=default)
+    started = time.perf_counter()
+    scoring = default.encode(texts)
+    seconds = time.perf_counter() - started
+    zeros = np.zeros_like(fp32)
+    p32 = scorer.classify(texts, fp32, zeros)
+    pdef = scorer.classify(texts, scoring, zeros)
+    diff = np.abs(p32 - pdef)
+    cos = cosines(scoring, fp32)
+    out = {"paragraphs": len(texts), "trained_on": identity, "scoring_path": default.identity,
+           "label_agreement": round(float((p32.argmax(1) == pdef.argmax(1)).mean()), 4),
+           "labels_changed": int((p32.argmax(1) != pdef.argmax(1)).sum()),
+           "probability_difference_max": round(float(diff.max()), 4),
+           "probability_difference_mean": round(float(diff.mean()), 5),
+           "cosine_min": round(float(cos.min()), 6), "cosine_mean": round(float(cos.mean()), 6),
+           "scoring_path_paragraphs_per_s": round(len(texts) / seconds, 1)}
+    log(f"precision check: {out}")
     return out
 
 
@@ -326,7 +325,7 @@ def end_to_end(work: Path, params: dict, texts: list[str], n_docs: int, repeats:
     documents.mkdir()
     for i, paragraphs in enumerate(corpus.documents(texts, n_docs)):
         (documents / f"oped-{i:03d}.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
-    encoder = embed.make_embedder(params)
+    encoder = embed.make_embedder(params, scoring=True)  # the path `stance score` takes
     encoder.encode(texts[:16])
     raw, e2e, ratios, scored = float("inf"), float("inf"), [], 0
     for repeat in range(repeats):
@@ -385,11 +384,12 @@ def markdown(report: dict) -> str:
     lines += ["", "| measurement | value |", "|---|---|"]
     sweep = ", ".join(f"{r['batch_size']}: {r['paragraphs_per_s']}" for r in report["batch_sweep"])
     lines.append(f"| default path, paragraphs/s by batch size | {sweep} |")
-    f = report["f_avg"]
-    if "skipped" not in f:
-        lines.append(f"| grouped-CV f_avg, PyTorch fp32 vs default ({f['paragraphs']} labelled paragraphs) | "
-                     f"{f['f_avg']['torch-fp32']} vs {f['f_avg'][default]} "
-                     f"(difference {f['f_avg_difference']}; min cosine {f['cosine_default_to_fp32_min']}) |")
+    f = report.get("precision_check") or {}
+    if f and "skipped" not in f:
+        lines.append(f"| scoring path ({f['scoring_path']}) vs the fp32 embeddings the model trained on, "
+                     f"{f['paragraphs']} corpus paragraphs | labels agree on {f['label_agreement']:.2%} "
+                     f"({f['labels_changed']} changed); probability difference max {f['probability_difference_max']}, "
+                     f"mean {f['probability_difference_mean']}; min cosine {f['cosine_min']} |")
     e = report["end_to_end"]
     lines.append(f"| `stance score`, {e['documents']} documents / {e['paragraphs']} paragraphs, from the shell | "
                  f"{e['seconds']} s = {e['paragraphs_per_s']} paragraphs/s; raw encode of the same paragraphs "
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = corpus.generate(args.paragraphs)
     report = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_average_at_start": list(os.getloadavg()),
               "repeats": args.repeats, "machine": machine(), "corpus": token_stats(texts)}
-    default = embed.make_embedder(params)
+    default = embed.make_embedder(params, scoring=True)  # the path `stance score` takes
     default_key = (default.backend, default.precision)
     report["default_path"] = f"{default_key[0]}-{default_key[1]}"
     report["batch_size"] = int(params["embedding"].get("batch_size", 32))
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     report["compute_bound"] = compute_bound(report["raw_encode"], encoder_flops(texts), peak)
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     report["batch_sweep"] = batch_sweep(params, *default_key, texts[: max(len(texts) // 2, 64)], args.repeats, sizes)
-    report["f_avg"] = f_avg_comparison(params, embedders, default_key)
+    report["precision_check"] = precision_check(params, default)
     del embedders
 
     work = temporary_project(params)

@@ -11,12 +11,12 @@ import run as benchmark  # noqa: E402  (benchmarks/run.py)
 
 
 def test_encoder_flops_counts_the_multiply_adds_of_every_layer():
-    flops = benchmark.encoder_flops(["hello world"])  # [CLS] hello world [SEP]: 4 tokens
+    flops = benchmark.encoder_flops(["hello world"], "default")  # all-MiniLM-L6-v2; [CLS] hello world [SEP]: 4 tokens
     n, hidden, inner, layers = 4, 384, 1536, 6
     expected = layers * (8 * n * hidden**2 + 4 * n * hidden * inner + 4 * n**2 * hidden) / 1e9
     assert (flops["layers"], flops["hidden"], flops["intermediate"]) == (layers, hidden, inner)
     assert flops["gflop_per_paragraph"] == pytest.approx(expected, abs=5e-4)
-    longer = benchmark.encoder_flops(["hello world " * 50])["gflop_per_paragraph"]
+    longer = benchmark.encoder_flops(["hello world " * 50], "default")["gflop_per_paragraph"]
     assert longer > 20 * flops["gflop_per_paragraph"]  # grows with the real token count
 
 
