@@ -7,7 +7,7 @@ Generates an archive of realistic op-ed paragraphs (benchmarks/corpus.py, seeded
 partitions (id, document, text) in a temporary directory, and scores it with the project's
 trained model (params.yaml; run `dvc repro` first) on a new local cluster of 1, then 2 worker
 processes, each pinned to its own core so that a worker means one core on any machine, through
-`pipeline.archive.run_archive` as `stance score-archive --address` runs it. Reported per run:
+`pipeline.scoring.archive.run_archive` as `stance score-archive --address` runs it. Reported per run:
 cluster start-up, scoring time (first task to last result, including each worker's model load)
 and paragraphs/s, in all and per worker. (Unpinned, one OpenVINO worker already uses every core
 of this machine, so 2 workers on 2 cores would measure the machine twice, not the scaling.)
@@ -82,7 +82,7 @@ def measure(archive: Path, work: Path, params: dict, workers: int, expected: int
 
     from distributed import Client, LocalCluster
 
-    from pipeline.archive import run_archive
+    from pipeline.scoring.archive import run_archive
 
     log(f"scoring {expected} paragraphs on a local cluster of {workers} worker(s), one core each ...")
     started = time.perf_counter()

@@ -38,7 +38,7 @@ def quantize(source: Path, target: Path, layout, texts: list[str], preset: str) 
     import nncf
     import openvino as ov
 
-    from pipeline.fast_encoder import load_tokenizer
+    from pipeline.encoder.openvino_runtime import load_tokenizer
 
     tokenizer = load_tokenizer(source / "tokenizer.json", layout.max_length)
     model = ov.Core().read_model(source / "model.xml")
@@ -72,8 +72,10 @@ def main() -> None:
     except ImportError:
         sys.exit("benchmarks/int8_probe.py needs NNCF (pip install nncf), which the project does not depend on")
 
-    from pipeline.embed import resolve_model
-    from pipeline.fast_encoder import OpenVINOEmbedder, _StagedEncoder, cosines, encoder_layout
+    from pipeline.encoder.fast_encoder import OpenVINOEmbedder
+    from pipeline.encoder.identity import resolve_model
+    from pipeline.encoder.openvino_export import _StagedEncoder, cosines
+    from pipeline.encoder.openvino_runtime import encoder_layout
     from pipeline.files import write_json_atomic
 
     fp32 = OpenVINOEmbedder(precision="fp32", batch_size=args.batch_size, export_dir=ROOT / ".cache" / "openvino")

@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from pipeline.errors import StanceError
-from pipeline.output import FORMATS  # plain Python, no rich: keeps `stance --help` fast
+from pipeline.scoring.output import FORMATS  # plain Python, no rich: keeps `stance --help` fast
 
 app = typer.Typer(help="Stance of op-eds on China–US cooperation: favor, against or none, per paragraph.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -44,7 +44,7 @@ def _run(action) -> None:
 @app.command()
 def prepare(params: Path = ParamsOption) -> None:
     """Split raw documents into paragraphs with stable ids (drops web boilerplate)."""
-    from pipeline import prepare as stage
+    from pipeline.corpus import prepare as stage
 
     def action():
         corpus = stage.run(_params(params))
@@ -56,7 +56,7 @@ def prepare(params: Path = ParamsOption) -> None:
 @app.command()
 def embed(params: Path = ParamsOption) -> None:
     """Embed the prepared paragraphs (cached: only new or changed paragraphs are encoded)."""
-    from pipeline import embed as stage
+    from pipeline.encoder import embed as stage
 
     _run(lambda: typer.echo(f"wrote {stage.run(_params(params))}", err=True))
     if _console_process:
@@ -66,7 +66,7 @@ def embed(params: Path = ParamsOption) -> None:
 @app.command()
 def train(params: Path = ParamsOption) -> None:
     """Train the classifier, selecting hyper-parameters by document-grouped cross-validation."""
-    from pipeline import train as stage
+    from pipeline.model import train as stage
 
     def action():
         meta = stage.run(_params(params))
@@ -88,7 +88,7 @@ def evaluate(params: Path = ParamsOption,
     def action():
         settings = _params(params)
         if external:
-            from pipeline.external_eval import run_external
+            from pipeline.evaluation.external_eval import run_external
 
             results = run_external(settings)
             for name in ("all", "select", "report"):
@@ -100,10 +100,10 @@ def evaluate(params: Path = ParamsOption,
             typer.echo(f"report in {Path(settings['paths']['reports_dir']) / 'external.md'}", err=True)
             return
         if check:
-            from pipeline.quality_gate import check_gate
+            from pipeline.evaluation.quality_gate import check_gate
             check_gate(settings)
             return
-        from pipeline import evaluate as stage
+        from pipeline.evaluation import evaluate as stage
 
         metrics = stage.run(settings)
         typer.echo(f"f_avg {metrics['f_avg']}  macro_f1 {metrics['macro_f1']}  accuracy {metrics['accuracy']}  "
@@ -123,7 +123,7 @@ def hydrate(
     params: Path = ParamsOption,
 ) -> None:
     """Rebuild the real development set's text from saved pages (or the network), checked by hash."""
-    from pipeline.real_set import hydrate as run_hydrate
+    from pipeline.corpus.real_set import hydrate as run_hydrate
 
     def action():
         settings = _params(params)
@@ -173,14 +173,14 @@ def score(
     The exit code is non-zero only when nothing could be scored.
     """
     # (each paragraph above is one line: Typer keeps single line breaks as they are)
-    from pipeline.output import choose_format
+    from pipeline.scoring.output import choose_format
 
     fmt = choose_format(format, output)
     if fmt not in FORMATS:
         fail(f"unknown --format {format!r} (expected one of {', '.join(FORMATS)})", 2)
     try:
         from pipeline.project import project_params
-        from pipeline.scoring_run import run_score
+        from pipeline.scoring.scoring_run import run_score
 
         settings = project_params(params, project, model)
         if backend is not None:  # the command-line choice overrides params.yaml
@@ -205,7 +205,7 @@ def label(
     params: Path = ParamsOption,
 ) -> None:
     """Label paragraphs one at a time in the terminal, unlabelled and least sure first."""
-    from pipeline.label_session import run_session
+    from pipeline.labelling.label_session import run_session
 
     def action():
         summary = run_session(_params(params), annotator, order=order, show_guess=guess, embed=embed)
@@ -231,7 +231,7 @@ def add(
     params: Path = ParamsOption,
 ) -> None:
     """Add documents to the corpus (paths.raw_dir and sources.csv); exit 1 if any input was refused."""
-    from pipeline.add_documents import add_documents, summary_line
+    from pipeline.corpus.add_documents import add_documents, summary_line
 
     def action():
         settings = _params(params)
@@ -253,7 +253,7 @@ def add(
 def labels_check(params: Path = ParamsOption,
                  limit: int = typer.Option(20, help="How many suspected label issues to list.")) -> None:
     """Validate every label file; list paragraphs whose labels look wrong (cleanlab)."""
-    from pipeline.label_issues import run_check
+    from pipeline.labelling.label_issues import run_check
 
     _run(lambda: run_check(_params(params), limit))
 
@@ -271,7 +271,7 @@ def labels_import(
     params: Path = ParamsOption,
 ) -> None:
     """Import labels from Label Studio or doccano (all or nothing)."""
-    from pipeline.label_exchange import import_labels
+    from pipeline.labelling.label_exchange import import_labels
 
     def action():
         s = import_labels(_params(params), file, annotator, map, format, replace, skip_unmatched, dry_run)
@@ -295,7 +295,7 @@ def labels_export(
     params: Path = ParamsOption,
 ) -> None:
     """Write unlabelled paragraphs as Label Studio tasks (JSON)."""
-    from pipeline.label_exchange import export_tasks, write_tasks
+    from pipeline.labelling.label_exchange import export_tasks, write_tasks
 
     def action():
         tasks = export_tasks(_params(params), annotator, order, limit, predictions)
@@ -316,7 +316,7 @@ def labels_agreement(
     params: Path = ParamsOption,
 ) -> None:
     """Cohen's kappa between independent annotators, their disagreements, and what the adjudicator settled."""
-    from pipeline.agreement import run_agreement
+    from pipeline.labelling.agreement import run_agreement
 
     _run(lambda: run_agreement(_params(params), limit, disagreements))
 
@@ -327,7 +327,7 @@ def export_dataset(
     params: Path = ParamsOption,
 ) -> None:
     """Write the labelled paragraphs as a Hugging Face DatasetDict (train, and test = the evaluation's first fold)."""
-    from pipeline.dataset_export import export_dataset as run_export
+    from pipeline.evaluation.dataset_export import export_dataset as run_export
 
     def action():
         s = run_export(_params(params), directory)
@@ -353,7 +353,7 @@ def score_archive(
 ) -> None:
     """Score a whole archive on Dask (needs the `distributed` extra); a re-run skips finished partitions."""
     def action():
-        from pipeline.archive import run_archive
+        from pipeline.scoring.archive import run_archive
 
         run_archive(input, output, _params(params), workers=workers, address=address)
 

@@ -23,13 +23,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.embed import EmbeddingCache, embed_texts, make_embedder  # noqa: E402
-from pipeline.external_eval import bootstrap_interval  # noqa: E402
-from pipeline.features import model_inputs  # noqa: E402
+from pipeline.corpus.labels import load_labels, resolve_labels  # noqa: E402
+from pipeline.corpus.real_set import load_hydrated  # noqa: E402
+from pipeline.encoder.embed import EmbeddingCache, embed_texts, make_embedder  # noqa: E402
+from pipeline.evaluation.external_eval import bootstrap_interval  # noqa: E402
 from pipeline.files import load_params, read_jsonl, write_json_atomic, write_text_atomic  # noqa: E402
-from pipeline.labels import load_labels, resolve_labels  # noqa: E402
-from pipeline.real_set import load_hydrated  # noqa: E402
-from pipeline.train import build_classifier, f_avg  # noqa: E402
+from pipeline.model.features import model_inputs  # noqa: E402
+from pipeline.model.train import build_classifier, f_avg  # noqa: E402
 
 ENCODERS = {"all-MiniLM-L6-v2": "default", "all-mpnet-base-v2": "all-mpnet-base-v2"}
 FEATURES = [("embedding", None), ("text+embedding", {"embedding_weight": 0.5, "min_df": 2}),

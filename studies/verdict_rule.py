@@ -3,7 +3,7 @@
     python studies/verdict_rule.py        # needs the trained model and the hydrated real set
 
 Each real page is scored as `stance score` scores a document (the shipped model); every rule of
-`pipeline.score.VERDICT_RULES` with every threshold below is applied to the same paragraph
+`pipeline.scoring.score.VERDICT_RULES` with every threshold below is applied to the same paragraph
 probabilities. The rule and threshold with the best page-verdict accuracy on the `select` half win
 (ties: the threshold nearest the current one); the `report` half, untouched by the choice, gives
 the figure. Writes `reports/verdict_rule.md` and `.json` (figures only, no text).
@@ -20,12 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline import LABELS  # noqa: E402
-from pipeline.documents import Document  # noqa: E402
-from pipeline.external_eval import bootstrap_interval  # noqa: E402
+from pipeline.corpus.documents import Document  # noqa: E402
+from pipeline.corpus.real_set import load_hydrated  # noqa: E402
+from pipeline.evaluation.external_eval import bootstrap_interval  # noqa: E402
 from pipeline.files import write_json_atomic, write_text_atomic  # noqa: E402
 from pipeline.project import project_params  # noqa: E402
-from pipeline.real_set import load_hydrated  # noqa: E402
-from pipeline.score import VERDICT_RULES, document_verdict, load_scorer, score_documents  # noqa: E402
+from pipeline.scoring.score import VERDICT_RULES, document_verdict, load_scorer, score_documents  # noqa: E402
 
 THRESHOLDS = [round(t, 3) for t in np.arange(0.05, 0.55, 0.05)]
 

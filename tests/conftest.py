@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.prepare import paragraph_id
+from pipeline.corpus.prepare import paragraph_id
 
 DIM = 64
 
@@ -124,7 +124,9 @@ def project(tmp_path) -> dict:
 @pytest.fixture
 def trained_project(project, fake_embedder) -> dict:
     """The small project with prepare, embed and train already run (fake embedder)."""
-    from pipeline import embed, prepare, train
+    from pipeline.corpus import prepare
+    from pipeline.encoder import embed
+    from pipeline.model import train
 
     prepare.run(project)
     embed.run(project, embedder=fake_embedder)

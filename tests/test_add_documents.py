@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import add_documents as add_module
-from pipeline import embed, prepare
-from pipeline.add_documents import (JOURNAL_NAME, add_documents, corpus_lock, make_slug, slugify, sources_with_rows,
-                                    validate_meta)
 from pipeline.cli import app
+from pipeline.corpus import add_documents as add_module
+from pipeline.corpus import prepare
+from pipeline.corpus.add_documents import (JOURNAL_NAME, add_documents, corpus_lock, make_slug, slugify,
+                                           sources_with_rows, validate_meta)
+from pipeline.encoder import embed
 from pipeline.errors import StanceError
 from pipeline.files import read_jsonl
-from pipeline.label_issues import run_check
+from pipeline.labelling.label_issues import run_check
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 PROSE = ("Beijing and Washington quietly agreed this spring to share inspection data on cargo bound for the "

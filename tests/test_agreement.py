@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import prepare
-from pipeline.agreement import (adjudication, adjudicator_name, agreement_report, by_annotator, kappa, pair_agreement,
-                                unsettled_disagreements)
 from pipeline.cli import app
-from pipeline.labels import LabelRow
+from pipeline.corpus import prepare
+from pipeline.corpus.labels import LabelRow, kappa
+from pipeline.labelling.agreement import (adjudication, adjudicator_name, agreement_report, by_annotator, pair_agreement,
+                                          unsettled_disagreements)
 
 runner = CliRunner()
 

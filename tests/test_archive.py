@@ -1,4 +1,4 @@
-"""`stance score-archive` (pipeline/archive.py): partitions in memory, then on Dask worker processes.
+"""`stance score-archive` (pipeline/scoring/archive.py): partitions in memory, then on Dask worker processes.
 
 The trained model is the tiny project's (fake embedder, passed to the workers pickled). Cluster
 tests share one local cluster of two worker processes (by `address`) except the one that checks
@@ -23,12 +23,12 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import AGAINST, FAVOR, NONE, FakeEmbedder, write_project
-from pipeline.archive import list_partitions, read_partition, run_archive, score_partition
 from pipeline.cli import app
-from pipeline.documents import record_documents, text_document
+from pipeline.corpus.documents import record_documents, text_document
+from pipeline.corpus.prepare import paragraph_id
 from pipeline.errors import StanceError
-from pipeline.prepare import paragraph_id
-from pipeline.score import CHUNK_PARAGRAPHS, load_scorer, score_documents
+from pipeline.scoring.archive import list_partitions, read_partition, run_archive, score_partition
+from pipeline.scoring.score import CHUNK_PARAGRAPHS, load_scorer, score_documents
 
 ROOT = Path(__file__).parent.parent
 SENTENCES = FAVOR + AGAINST + NONE
@@ -37,7 +37,9 @@ SENTENCES = FAVOR + AGAINST + NONE
 @pytest.fixture(scope="module")
 def params(tmp_path_factory) -> dict:
     """The tiny project trained with the fake embedder (its params, with absolute paths)."""
-    from pipeline import embed, prepare, train
+    from pipeline.corpus import prepare
+    from pipeline.encoder import embed
+    from pipeline.model import train
 
     params = write_project(tmp_path_factory.mktemp("archive"))
     prepare.run(params)
@@ -203,7 +205,7 @@ def test_same_answers_as_stance_score_and_one_model_load_per_worker(params, tmp_
     assert sum(report["tasks"].values()) == 6 and os.getpid() not in report["tasks"]
     assert set(report["loads"].values()) == {1}  # each worker process loaded the model once, for 2+ partitions
 
-    monkeypatch.setattr("pipeline.embed.make_embedder", lambda params, **overrides: FakeEmbedder())
+    monkeypatch.setattr("pipeline.encoder.embed.make_embedder", lambda params, **overrides: FakeEmbedder())
     result = CliRunner().invoke(app, ["score", str(tmp_path / "records"), "--format", "jsonl",
                                       "--params", str(Path(params["paths"]["model"]).parent.parent / "params.yaml")])
     assert result.exit_code == 0, result.output
@@ -282,7 +284,7 @@ def test_an_unreachable_scheduler_is_a_one_line_error_within_seconds(params, tmp
     with socket.socket() as probe:  # a free port on this machine: nothing listens there
         probe.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
-    monkeypatch.setattr("pipeline.embed.make_embedder", lambda params, **overrides: FakeEmbedder())
+    monkeypatch.setattr("pipeline.encoder.embed.make_embedder", lambda params, **overrides: FakeEmbedder())
     params_file = Path(params["paths"]["model"]).parent.parent / "params.yaml"
     start = time.perf_counter()
     result = CliRunner().invoke(app, ["score-archive", str(tmp_path / "in"), str(tmp_path / "out"),
@@ -299,7 +301,9 @@ def test_an_unreachable_scheduler_is_a_one_line_error_within_seconds(params, tmp
 def test_two_worker_processes_give_stance_score_answers_with_the_packaged_model(project, tmp_path):
     """Partitions of CHUNK_PARAGRAPHS paragraphs, so the encoder sees the same batches in both runs."""
     pytest.importorskip("distributed")
-    from pipeline import embed, prepare, train
+    from pipeline.corpus import prepare
+    from pipeline.encoder import embed
+    from pipeline.model import train
 
     prepare.run(project)
     embed.run(project)

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipeline import embed
 from pipeline.cli import app
+from pipeline.encoder import embed
 
 runner = CliRunner()
 ROOT = Path(__file__).parent.parent

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import LABELS, embed, prepare
-from pipeline.dataset_export import MARKER, export_dataset
+from pipeline import LABELS
+from pipeline.corpus import prepare
+from pipeline.corpus.prepare import paragraph_id
+from pipeline.encoder import embed
 from pipeline.errors import StanceError
-from pipeline.prepare import paragraph_id
+from pipeline.evaluation.dataset_export import MARKER, export_dataset
 
 ROOT = Path(__file__).parent.parent
 
@@ -68,8 +70,8 @@ def test_export_loads_back_with_features_labels_and_sources(prepared, tmp_path):
 def test_split_is_the_evaluations_first_outer_fold_and_grouped(prepared, tmp_path):
     import datasets
 
-    from pipeline.evaluate import outer_folds
-    from pipeline.train import training_set
+    from pipeline.model.out_of_fold import outer_folds
+    from pipeline.model.train import training_set
 
     export_dataset(prepared, tmp_path / "ds")
     corpus = datasets.load_from_disk(str(tmp_path / "ds"))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.documents import (decode_document, declared_charset, expand_paths, markdown_to_text, read_input,
-                                record_documents, text_document)
+from pipeline.corpus.documents import (decode_document, declared_charset, expand_paths, markdown_to_text, read_input,
+                                       record_documents, text_document)
 from pipeline.errors import StanceError
 from pipeline.files import MAX_TEXT_BYTES
 

@@ -5,8 +5,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import embed, evaluate, prepare, train
 from pipeline.cli import app
+from pipeline.corpus import prepare
+from pipeline.encoder import embed
+from pipeline.evaluation import evaluate
+from pipeline.model import train
 
 pytestmark = pytest.mark.e2e
 

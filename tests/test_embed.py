@@ -1,4 +1,4 @@
-"""The embed stage: the cache (only new paragraphs are encoded), precision and backend resolution."""
+"""The embed stage: the cache (only new paragraphs are encoded), settings validation and backend resolution."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import embed, fast_encoder
-from pipeline.embed import EmbeddingCache, SentenceTransformerEmbedder, embed_texts, make_embedder
+from pipeline.encoder import embed, fast_encoder, identity
+from pipeline.encoder.embed import EmbeddingCache, embed_texts, make_embedder
+from pipeline.encoder.torch_encoder import SentenceTransformerEmbedder
 from pipeline.errors import StanceError
 from pipeline.files import read_jsonl
 
@@ -44,7 +45,7 @@ def test_a_damaged_shard_is_only_a_cache_miss(tmp_path, fake_embedder):
 
 
 def test_rerunning_the_stage_after_adding_a_document_embeds_only_its_paragraphs(project, fake_embedder):
-    from pipeline import prepare
+    from pipeline.corpus import prepare
 
     prepare.run(project)
     embed.run(project, embedder=fake_embedder)
@@ -57,25 +58,12 @@ def test_rerunning_the_stage_after_adding_a_document_embeds_only_its_paragraphs(
     prepare.run(project)
     path = embed.run(project, embedder=fake_embedder)
     assert fake_embedder.calls[1:] == [2]
-    rows, matrix, identity = embed.load_embeddings(path)
+    rows, matrix, written = embed.load_embeddings(path)
     assert len(rows) == len(read_jsonl(project["paths"]["paragraphs"])) == 26
-    assert matrix.shape == (26, 64) and identity == fake_embedder.identity
+    assert matrix.shape == (26, 64) and written == fake_embedder.identity
 
 
 # -- precision ------------------------------------------------------------------------------
-
-
-def test_bf16_needs_matrix_units_not_just_avx512_bf16():
-    assert embed.has_bf16_matrix_units("processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile\n")
-    assert not embed.has_bf16_matrix_units("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
-    assert not embed.has_bf16_matrix_units("model name\t: amx_bf16 lookalike\n")
-
-
-@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
-def test_auto_precision_follows_the_processor(monkeypatch, native, expected):
-    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: native)
-    assert embed.resolve_precision("auto") == expected
-    assert embed.resolve_precision("fp32") == "fp32" and embed.resolve_precision("bf16") == "bf16"
 
 
 def test_unknown_precision_and_backend_are_clear_errors():
@@ -104,7 +92,7 @@ def test_the_packaged_model_is_exportable_and_a_hub_name_is_not():
 
 
 def test_make_embedder_builds_the_configured_backend_and_overrides_win(monkeypatch, tmp_path):
-    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(identity, "cpu_has_native_bf16", lambda: False)
     params = {"embedding": {"model": "default", "batch_size": 16, "precision": "auto", "backend": "auto",
                             "export_dir": str(tmp_path)}}
     fast = make_embedder(params)
@@ -117,18 +105,23 @@ def test_make_embedder_builds_the_configured_backend_and_overrides_win(monkeypat
 
 
 def test_training_embeddings_are_fp32_on_any_cpu_and_scoring_may_use_bf16(monkeypatch, tmp_path):
-    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: True)  # an AMX processor
-    params = {"embedding": {"model": "default", "precision": "fp32", "backend": "openvino", "export_dir": str(tmp_path)},
+    monkeypatch.setattr(identity, "cpu_has_native_bf16", lambda: True)  # an AMX processor
+    params = {"embedding": {"model": "default", "precision": "fp32", "backend": "auto", "export_dir": str(tmp_path)},
               "score": {"precision": "auto"}}
     assert make_embedder(params).identity.endswith("/openvino-fp32")
-    assert make_embedder(params, scoring=True).identity.endswith("/openvino-bf16")
-    assert make_embedder(params, scoring=True, precision="fp32").identity.endswith("/openvino-fp32")
-    monkeypatch.setattr(embed, "cpu_has_native_bf16", lambda: False)
+    # auto: bf16 where the CPU has AMX, but never through OpenVINO (its AMX bf16 kernels fail)
     assert make_embedder(params, scoring=True).identity.endswith("/openvino-fp32")
+    assert make_embedder(params, scoring=True, precision="bf16").identity.endswith("/bf16")  # PyTorch
+    assert isinstance(make_embedder(params, scoring=True, backend="torch"), SentenceTransformerEmbedder)
+    assert make_embedder(params, scoring=True, backend="torch").identity.endswith("/bf16")
+    with pytest.raises(StanceError, match=r"bf16 with the OpenVINO backend is disabled"):
+        make_embedder(params, scoring=True, backend="openvino", precision="bf16")
+    monkeypatch.setattr(identity, "cpu_has_native_bf16", lambda: False)
+    assert make_embedder(params, scoring=True, backend="torch").identity.endswith("/fp32")
 
 
 def test_no_heavy_imports_before_the_first_encode():
-    probe = ("import sys; from pipeline.embed import make_embedder; make_embedder({}); "
+    probe = ("import sys; from pipeline.encoder.embed import make_embedder; make_embedder({}); "
              "print([m for m in ('torch', 'sentence_transformers', 'openvino', 'sklearn') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                             cwd=Path(__file__).resolve().parent.parent)
@@ -177,7 +170,7 @@ def test_score_with_an_unknown_backend_is_a_one_line_error(trained_project, tmp_
 def test_string_array_matches_pyarrow():
     import pyarrow as pa
 
-    from pipeline.embed import string_array
+    from pipeline.encoder.embed import string_array
 
     for values in (["Café", "", "北京 and Washington", "a\nb"], []):
         built = string_array(values)
@@ -186,10 +179,10 @@ def test_string_array_matches_pyarrow():
 
 def test_the_embed_stage_writes_its_table_without_importing_pandas(project, tmp_path):
     """An incremental embed run is mostly start-up: pandas (0.9 s) must stay out of it."""
-    from pipeline import prepare
+    from pipeline.corpus import prepare
 
     prepare.run(project)
-    probe = ("import sys, json; import numpy as np; from pipeline import embed; "
+    probe = ("import sys, json; import numpy as np; from pipeline.encoder import embed; "
              "from pipeline.files import load_params; "
              "E = type('E', (), {'identity': 'fake@1', 'batch_size': 8, "
              "'encode': lambda self, t: np.ones((len(t), 3), dtype=np.float32)}); "

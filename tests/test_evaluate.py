@@ -14,8 +14,11 @@ import pytest
 import yaml
 
 from conftest import write_project
-from pipeline import LABELS, embed, evaluate, prepare
+from pipeline import LABELS
+from pipeline.corpus import prepare
+from pipeline.encoder import embed
 from pipeline.errors import StanceError
+from pipeline.evaluation import evaluate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OUTPUTS = ["metrics.json", "predictions.csv", "learning_curve.json", "evaluation.md", "plots/confusion_matrix.png",
@@ -185,14 +188,6 @@ def test_a_single_document_corpus_is_refused(good):
         evaluate.run(good)
 
 
-def test_a_fold_whose_training_part_lacks_a_label_is_refused():
-    y = np.array(["favor", "against", "none", "favor", "against", "none"])
-    groups = np.array(["a", "a", "a", "b", "b", "c"])
-    folds = [(np.array([0, 1, 3, 4]), np.array([2, 5]))]  # both 'none' paragraphs held out together
-    with pytest.raises(StanceError, match=r"outer fold 1 of 1: no 'none' paragraphs left to train on"):
-        evaluate.cross_val_probabilities(lambda *a: None, np.zeros((6, 2)), y, groups, folds)
-
-
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"f_avg": "high"}', '{"f_avg": 7}'])
 def test_a_corrupt_previous_metrics_file_is_a_clear_error(good, content):
     metrics_path = Path(good["paths"]["metrics"])
@@ -265,38 +260,10 @@ def test_uncommitted_metrics_in_a_git_repository_are_noted(good, tmp_path):
     assert "Change in f_avg: no reports/metrics.json committed at git HEAD: no comparison." in report
 
 
-def test_expected_calibration_error_by_hand():
-    y = np.array(["favor", "favor", "against", "none"])
-    probabilities = np.array([[0.9, 0.05, 0.05],   # right, confidence 0.9
-                              [0.15, 0.8, 0.05],   # wrong, confidence 0.8
-                              [0.1, 0.85, 0.05],   # right, confidence 0.85
-                              [0.3, 0.3, 0.4]])    # right, confidence 0.4
-    # bins are (b/10, (b+1)/10]: (0.7, 0.8] holds the mistake at 0.8; (0.8, 0.9] holds 0.9 and 0.85,
-    # both right; (0.3, 0.4] holds 0.4, right
-    expected = (1 * abs(0 - 0.8) + 2 * abs(1 - 0.875) + 1 * abs(1 - 0.4)) / 4
-    assert evaluate.expected_calibration_error(y, probabilities, bins=10) == pytest.approx(expected)
-
-
-def test_calibration_reference_grows_with_fewer_paragraphs():
-    confident = np.tile([[0.7, 0.2, 0.1]], (400, 1))
-    assert evaluate.ece_if_calibrated(confident[:20], 10, seed=1) > evaluate.ece_if_calibrated(confident, 10, seed=1)
-    assert evaluate.ece_if_calibrated(confident, 10, seed=1) == evaluate.ece_if_calibrated(confident, 10, seed=1)
-
-
-def test_confident_mistakes_come_first_with_text():
-    rows = [{"id": f"p{i}", "doc": f"d{i}", "kind": "authored", "text": f"text {i}"} for i in range(4)]
-    y = np.array(["favor", "against", "none", "favor"])
-    probabilities = np.array([[0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.05, 0.9, 0.05], [0.1, 0.1, 0.8]])
-    mistakes = evaluate.confident_mistakes(rows, y, probabilities, limit=2)
-    assert [m["id"] for m in mistakes] == ["p2", "p3"]
-    assert mistakes[0] == {"id": "p2", "doc": "d2", "kind": "authored", "label": "none", "predicted": "against",
-                           "confidence": 0.9, "text": "text 2"}
-
-
 def test_calibration_setting_wraps_the_model_with_grouped_folds(good):
     from sklearn.calibration import CalibratedClassifierCV
 
-    from pipeline.train import fit_classifier, training_set
+    from pipeline.model.train import fit_classifier, training_set
 
     _, X, y, groups, _ = training_set(good)
     estimator, summary = fit_classifier(X, y, groups, {**good["train"], "calibration": "sigmoid"}, 1)
@@ -361,14 +328,3 @@ def test_cli_bad_input_is_one_line_without_traceback(good):
     assert result.stderr.strip() == ("error: grouped cross-validation needs labelled paragraphs from at least "
                                      "2 documents, got 1")
     assert "Traceback" not in result.output
-
-
-def test_labels_by_genre_counts_each_label_and_scores_each_genre():
-    from pipeline.evaluate import labels_by_genre
-
-    rows = [{"doc": d} for d in ("a", "a", "b", "b", "c")]
-    y = np.array(["favor", "none", "against", "against", "none"])
-    predicted = np.array(["favor", "none", "against", "favor", "none"])
-    table = labels_by_genre(rows, y, predicted, {"a": "news-report", "b": "op-ed"})
-    assert table["news-report"] == {"documents": 1, "paragraphs": 2, "favor": 1, "against": 0, "none": 1, "f_avg": 0.5}
-    assert table["op-ed"]["against"] == 2 and table["unknown"]["paragraphs"] == 1

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from conftest import AGAINST, FAVOR, NONE
 from pipeline.cli import app
-from pipeline.external_eval import bootstrap_interval, external_results, markdown_report
-from pipeline.real_pages import page_key
+from pipeline.corpus.real_pages import page_key
+from pipeline.evaluation.external_eval import bootstrap_interval, external_results, markdown_report
 from test_real_set import rows_for, write_manifest
 
 
@@ -54,7 +54,7 @@ def test_the_interval_resamples_whole_pages():
 
 
 def test_external_evaluation_end_to_end_on_a_tiny_project(trained_project, tmp_path, monkeypatch, fake_embedder):
-    import pipeline.embed as embed
+    import pipeline.encoder.embed as embed
 
     monkeypatch.setattr(embed, "make_embedder", lambda *args, **kwargs: fake_embedder)
     params = trained_project

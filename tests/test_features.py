@@ -1,11 +1,11 @@
-"""pipeline.features: the classifier's input table and the numpy copy of its TF-IDF step."""
+"""pipeline.model.features: the classifier's input table and the numpy copy of its TF-IDF step."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pipeline import features, train
-from pipeline.model_store import LinearModel, linear_payload, linear_model
+from pipeline.model import features, train
+from pipeline.model.model_store import LinearModel, linear_payload, linear_model
 
 TEXTS = ["Beijing and Washington worked together on the sanctions.",
          "China will never do more; Beijing does not hold the key.",

@@ -1,4 +1,4 @@
-"""`stance score --format html` (pipeline/html_report.py): the page's content, and the page in a
+"""`stance score --format html` (pipeline/scoring/html_report.py): the page's content, and the page in a
 real headless browser (Debian's chromium; those tests skip when it is not installed).
 
 The browser tests render results made by the tiny trained project (fake embedder) through the CLI,
@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from conftest import AGAINST, FAVOR, NONE, FakeEmbedder, write_project
 from pipeline.cli import app
-from pipeline.html_report import MUTED, OFF_TOPIC, PALETTE, TEXT, background, strength, to_html
-from pipeline.output import choose_format, render
+from pipeline.scoring.html_report import MUTED, OFF_TOPIC, PALETTE, TEXT, background, strength, to_html
+from pipeline.scoring.output import choose_format, render
 
 SCRIPT_TEXT = "Officials said <script>alert('x')</script> & left."
 FOOTBALL = ("The striker scored twice in the derby, and the goalkeeper saved a penalty as the crowd sang "
@@ -182,7 +182,9 @@ def test_registered_as_an_output_format():
 def scored(tmp_path_factory) -> dict:
     """The tiny trained project scores one article (with a `<script>` paragraph and an off-topic
     one) to JSON on stdout and to HTML both on stdout and in `-o report.html`."""
-    from pipeline import embed, prepare, train
+    from pipeline.corpus import prepare
+    from pipeline.encoder import embed
+    from pipeline.model import train
 
     root = tmp_path_factory.mktemp("html")
     params = write_project(root)
@@ -195,9 +197,9 @@ def scored(tmp_path_factory) -> dict:
     second = root / "second.md"
     second.write_text(f"# Second\n\n{FAVOR[2]} Again.\n\n{NONE[1]} Again.\n", encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("pipeline.embed.make_embedder", lambda params, **overrides: FakeEmbedder())
+        mp.setattr("pipeline.encoder.embed.make_embedder", lambda params, **overrides: FakeEmbedder())
         # as in test_score_cli.py: the tiny project's calibrated threshold would make all off-topic
-        mp.setattr("pipeline.reference.Reference.threshold", lambda self, percentile=None: 0.8)
+        mp.setattr("pipeline.model.reference.Reference.threshold", lambda self, percentile=None: 0.8)
         runs = {}
         for name, extra in (("json", ["-f", "json"]), ("html", ["-f", "html"]),
                             ("file", ["-o", str(root / "out" / "report.html")])):

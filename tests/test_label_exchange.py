@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import prepare
 from pipeline.cli import app
+from pipeline.corpus import prepare
+from pipeline.corpus.labels import read_label_file
 from pipeline.errors import StanceError
-from pipeline.label_exchange import (LABEL_STUDIO_CONFIG, export_tasks, import_labels, parse_mapping, read_export,
-                                     write_tasks)
-from pipeline.label_session import annotator_lock, model_guesses, order_paragraphs
-from pipeline.labels import read_label_file
+from pipeline.labelling.label_exchange import (LABEL_STUDIO_CONFIG, export_tasks, import_labels, parse_mapping,
+                                               read_export, write_tasks)
+from pipeline.labelling.label_session import annotator_lock, model_guesses, order_paragraphs
 
 runner = CliRunner()
 

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import LABELS, prepare
+from pipeline import LABELS
+from pipeline.corpus import prepare
 from pipeline.errors import StanceError
-from pipeline.label_queue import (MODEL, OUT_OF_FOLD, Guesses, load_guesses, model_guesses, model_probabilities,
-                                  order_paragraphs, predictions_path, session_queue, uncertainty)
+from pipeline.labelling.label_queue import (MODEL, OUT_OF_FOLD, Guesses, load_guesses, model_guesses,
+                                            model_probabilities, order_paragraphs, predictions_path, session_queue,
+                                            uncertainty)
 
 NEW_DOC = ["Washington and Beijing will coordinate sanctions closely, and the joint talks look promising.",
            "Beijing keeps stalling on enforcement, so working with China on Korea is a waste of time.",
@@ -150,9 +152,10 @@ def test_no_in_sample_guess_without_predictions_csv(trained_project, fake_embedd
 def test_context_model_probabilities_read_whole_documents(project, fake_embedder):
     """With the document context, a paragraph's guess is the same whichever paragraphs are asked about:
     its context comes from all the paragraphs of its document (the embed stage's output)."""
-    from pipeline import embed, train
-    from pipeline.features import document_context, model_inputs
-    from pipeline.model_store import load_model
+    from pipeline.encoder import embed
+    from pipeline.model import train
+    from pipeline.model.features import document_context, model_inputs
+    from pipeline.model.model_store import load_model
 
     project["train"]["feature_params"] = {**project["train"]["feature_params"], "context_weight": 0.5}
     records = [r.to_record() for r in prepare.run(project)]

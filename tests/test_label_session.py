@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import prepare
+from pipeline.corpus import prepare
+from pipeline.corpus.labels import read_label_file
 from pipeline.errors import StanceError
-from pipeline.label_file import LabelFile, annotator_lock, check_annotator
-from pipeline.label_queue import OUT_OF_FOLD, order_paragraphs
-from pipeline.label_session import KEY_LINE, LabelSession, run_session, shorten_middle
-from pipeline.labels import read_label_file
+from pipeline.labelling.label_file import LabelFile, annotator_lock, check_annotator
+from pipeline.labelling.label_queue import OUT_OF_FOLD, order_paragraphs
+from pipeline.labelling.label_session import KEY_LINE, LabelSession, run_session, shorten_middle
 from test_label_queue import add_document, write_labels, write_predictions
 
 ROOT = Path(__file__).parent.parent

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.corpus.labels import load_labels, read_label_file, resolve_labels
 from pipeline.errors import StanceError
-from pipeline.labels import load_labels, read_label_file, resolve_labels
 
 HEADER = "paragraph_id,label,annotator,note\n"
 

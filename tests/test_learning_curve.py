@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import LABELS, evaluate
+from pipeline import LABELS
 from pipeline.errors import StanceError
-from pipeline.learning_curve import learning_curve, subsample_order
+from pipeline.evaluation import evaluate
+from pipeline.evaluation.learning_curve import learning_curve, subsample_order
 from test_evaluate import make_project
 
 Y = np.array(["favor"] * 40 + ["against"] * 40 + ["none"] * 20)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import model_store
 from pipeline.errors import StanceError
-from pipeline.model_store import LinearModel, load_model, save_model
+from pipeline.model import model_store
+from pipeline.model.model_store import LinearModel, load_model, save_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,7 +125,7 @@ def test_corrupt_and_missing_metadata(tmp_path):
 def test_loading_the_fast_path_imports_neither_sklearn_nor_joblib(tmp_path):
     X, y = data()
     paths = saved(tmp_path, model_store_lr(X, y))
-    probe = (f"import sys; from pipeline.model_store import load_model; "
+    probe = (f"import sys; from pipeline.model.model_store import load_model; "
              f"m, _ = load_model({str(paths[0])!r}, {str(paths[1])!r}); "
              f"print(type(m).__name__, [n for n in ('sklearn', 'joblib') if n in sys.modules])")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)

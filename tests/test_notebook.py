@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import evaluate
+from pipeline.evaluation import evaluate
 from test_evaluate import make_project
 
 nb_run = pytest.importorskip("nbmake.nb_run", reason="nbmake is not installed (pip install -e '.[test]')")

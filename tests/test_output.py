@@ -9,7 +9,7 @@ import json
 import pytest
 from rich.cells import cell_len
 
-from pipeline.output import FORMATS, choose_format, render, to_table
+from pipeline.scoring.output import FORMATS, choose_format, render, to_table
 
 LONG = ("Washington and Beijing jointly drafted the resolution | and the long sentence goes on and on well past "
         "the width of any terminal, because op-ed paragraphs are long.")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import packaged_models
+from pipeline.encoder import packaged_models
+from pipeline.encoder.packaged_models import assemble, packaged_model_path, part_files
 from pipeline.errors import StanceError
-from pipeline.packaged_models import assemble, packaged_model_path, part_files
 
 
 def split_zip(tmp_path: Path, parts: int = 3) -> tuple[list[Path], str]:

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import prepare
+from pipeline.corpus import prepare
+from pipeline.corpus.prepare import is_boilerplate, normalise, paragraph_id, split_paragraphs
 from pipeline.errors import StanceError
-from pipeline.prepare import is_boilerplate, normalise, paragraph_id, split_paragraphs
 
 SEEDS = Path(__file__).parent.parent / "data" / "raw"
 

@@ -70,7 +70,7 @@ def trained(trained_project) -> Path:
 
 
 def test_score_from_another_folder_and_with_a_copied_model(trained, tmp_path, monkeypatch, fake_embedder):
-    import pipeline.embed as embed
+    import pipeline.encoder.embed as embed
 
     monkeypatch.setattr(embed, "make_embedder", lambda *args, **kwargs: fake_embedder)
     article = tmp_path / "downloads" / "oped.txt"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import evaluate
 from pipeline.cli import app
 from pipeline.errors import StanceError
-from pipeline.quality_gate import check_gate, gate_failure, parse_metrics
+from pipeline.evaluation import evaluate
+from pipeline.evaluation.quality_gate import check_gate, gate_failure, parse_metrics
 from test_evaluate import make_project, save_params, shuffle_labels
 
 runner = CliRunner()

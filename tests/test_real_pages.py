@@ -7,7 +7,7 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.real_pages import MIN_WORDS, page_key, page_paragraphs, paragraph_sha
+from pipeline.corpus.real_pages import MIN_WORDS, page_key, page_paragraphs, paragraph_sha
 
 LONG = "The two governments agreed on Tuesday to press ahead with a joint plan for the talks next month."
 OTHER = "Officials in the capital said the talks would resume after the holiday, although no date was set yet."

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.corpus.real_pages import page_key, page_paragraphs, paragraph_sha
+from pipeline.corpus.real_set import COLUMNS, half_of, hydrate, load_hydrated, read_manifest
 from pipeline.errors import StanceError
-from pipeline.real_pages import page_key, page_paragraphs, paragraph_sha
-from pipeline.real_set import COLUMNS, half_of, hydrate, load_hydrated, read_manifest
 
 PAGE_A = "\n".join([
     "Headline of the first page",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.report import escape, render_report
+from pipeline.evaluation.report import escape, render_report
 
 
 def results(**overrides) -> dict:

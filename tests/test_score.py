@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from pipeline import LABELS
-from pipeline.documents import Document
+from pipeline.corpus.documents import Document
 from pipeline.errors import StanceError
-from pipeline.reference import (build_reference, held_out_similarity, load_reference, reference_path,
-                                save_reference)
-from pipeline.score import document_verdict, load_scorer, score_documents, score_settings
+from pipeline.model.reference import (build_reference, held_out_similarity, load_reference, reference_path,
+                                      save_reference)
+from pipeline.scoring.score import document_verdict, load_scorer, score_documents, score_settings
 from conftest import AGAINST, FAVOR, NONE, FakeEmbedder, write_project
 
 OFF_TOPIC = ("Whisk eggs with sugar until pale, fold in flour gently, then bake the sponge for twenty "
@@ -24,7 +24,9 @@ OFF_TOPIC = ("Whisk eggs with sugar until pale, fold in flour gently, then bake 
 @pytest.fixture(scope="module")
 def shared_project(tmp_path_factory):
     """One trained tiny project for the tests that only read it (training is the slow part)."""
-    from pipeline import embed, prepare, train
+    from pipeline.corpus import prepare
+    from pipeline.encoder import embed
+    from pipeline.model import train
 
     params = write_project(tmp_path_factory.mktemp("project"))
     prepare.run(params)
@@ -36,7 +38,9 @@ def shared_project(tmp_path_factory):
 @pytest.fixture(scope="module")
 def context_project(tmp_path_factory):
     """The tiny project trained with the document context (`train.feature_params.context_weight`)."""
-    from pipeline import embed, prepare, train
+    from pipeline.corpus import prepare
+    from pipeline.encoder import embed
+    from pipeline.model import train
 
     params = write_project(tmp_path_factory.mktemp("context"))
     params["train"]["feature_params"] = {**params["train"]["feature_params"], "context_weight": 0.5}
@@ -276,7 +280,7 @@ def _probs(labels: list[str], strength: float = 0.8) -> np.ndarray:
 
 
 def test_count_rule_a_mostly_none_report_reads_none_and_says_why():
-    from pipeline.score import document_verdict
+    from pipeline.scoring.score import document_verdict
 
     labels = ["none"] * 7 + ["against"]
     summary = document_verdict(["word " * 20] * 8, _probs(labels), 0.25, rule="count")
@@ -285,7 +289,7 @@ def test_count_rule_a_mostly_none_report_reads_none_and_says_why():
 
 
 def test_count_rule_the_leading_stance_wins_and_a_tie_is_none():
-    from pipeline.score import document_verdict
+    from pipeline.scoring.score import document_verdict
 
     lead = document_verdict(["w"] * 5, _probs(["favor", "favor", "against", "none", "none"]), 0.25, rule="count")
     assert lead["verdict"] == "favor" and lead["verdict_reason"].startswith("favor paragraphs 2 of 5 (40%), against 1")
@@ -294,7 +298,7 @@ def test_count_rule_the_leading_stance_wins_and_a_tie_is_none():
 
 
 def test_mass_rule_states_its_figures_and_decisive_paragraphs_agree_with_the_verdict():
-    from pipeline.score import document_verdict
+    from pipeline.scoring.score import document_verdict
 
     summary = document_verdict(["w " * 10] * 3, _probs(["against", "against", "none"]), 0.25, decisive_count=3)
     assert summary["verdict"] == "against"
@@ -303,7 +307,7 @@ def test_mass_rule_states_its_figures_and_decisive_paragraphs_agree_with_the_ver
 
 
 def test_an_unknown_verdict_rule_is_refused():
-    from pipeline.score import score_settings
+    from pipeline.scoring.score import score_settings
 
     with pytest.raises(StanceError, match=r"score.verdict_rule must be one of mass, count, got 'vote'"):
         score_settings({"score": {"verdict_rule": "vote"}})

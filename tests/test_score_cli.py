@@ -1,6 +1,6 @@
 """`stance score` through Typer's CliRunner: inputs, formats, bad input, exit codes, clean stdout.
 
-The trained model is the tiny project's (fake embedder); `pipeline.embed.make_embedder` is replaced
+The trained model is the tiny project's (fake embedder); `pipeline.encoder.embed.make_embedder` is replaced
 by a counting factory of fake embedders. One e2e test trains on part of the real corpus with the
 packaged model and scores examples/.
 """
@@ -32,7 +32,9 @@ FOOTBALL = ("The striker scored twice in the derby, and the goalkeeper saved a p
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A trained tiny project (fake embedder), shared by the tests of this module; its params path."""
-    from pipeline import embed, prepare, train
+    from pipeline.corpus import prepare
+    from pipeline.encoder import embed
+    from pipeline.model import train
 
     root = tmp_path_factory.mktemp("scoring")
     params = write_project(root)
@@ -51,10 +53,10 @@ def loads(monkeypatch) -> list[dict]:
         calls.append(overrides)
         return FakeEmbedder()
 
-    monkeypatch.setattr("pipeline.embed.make_embedder", make_embedder)
+    monkeypatch.setattr("pipeline.encoder.embed.make_embedder", make_embedder)
     # Each sentence of the tiny project sits in several documents, so its calibrated threshold is
     # ~1 (everything would be off-topic); calibration has its own tests in test_score.py.
-    monkeypatch.setattr("pipeline.reference.Reference.threshold", lambda self, percentile=None: 0.8)
+    monkeypatch.setattr("pipeline.model.reference.Reference.threshold", lambda self, percentile=None: 0.8)
     return calls
 
 
@@ -184,7 +186,7 @@ def test_explain_evidence_in_json(project, loads):
 
 def test_progress_bars_do_not_touch_stdout(project, loads, tmp_path, capsys):
     from pipeline.files import load_params
-    from pipeline.scoring_run import run_score
+    from pipeline.scoring.scoring_run import run_score
 
     folder = tmp_path / "many"
     folder.mkdir()
@@ -252,7 +254,7 @@ def real_corpus_subset(root: Path, every: int = 4) -> dict:
 
     About 200 labelled paragraphs: fewer make the out-of-domain threshold (a low percentile of
     the training paragraphs' similarities) too noisy for the assertions below."""
-    from pipeline import prepare
+    from pipeline.corpus import prepare
 
     raw = root / "data" / "raw"
     labels_dir = root / "data" / "labels"
@@ -270,6 +272,7 @@ def real_corpus_subset(root: Path, every: int = 4) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["paths"] = {key: str(root / value) for key, value in params["paths"].items()}
     params["train"].update(cv_folds=3, grid={"C": [1.0]}, calibration="none")
+    params["embedding"]["model"] = "default"  # the fast packaged encoder keeps this end-to-end test quick
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     ids = {p.id for p in prepare.run(params)}
     for path in sorted((ROOT / "data" / "labels").glob("*.csv")):
@@ -286,7 +289,8 @@ def real_corpus_subset(root: Path, every: int = 4) -> dict:
 
 @pytest.mark.e2e
 def test_examples_scored_with_the_packaged_model(tmp_path):
-    from pipeline import embed, train
+    from pipeline.encoder import embed
+    from pipeline.model import train
 
     params = real_corpus_subset(tmp_path / "project")
     embed.run(params)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from pipeline import train
-from pipeline.features import model_inputs
-from pipeline.search import ProblemError, grouped_search, grouped_searches, shares_features
+from pipeline.model import train
+from pipeline.model.features import model_inputs
+from pipeline.model.search import ProblemError, grouped_search, grouped_searches, shares_features
 
 
 def _data(seed: int = 4, n: int = 60):

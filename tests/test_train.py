@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import train
 from pipeline.errors import StanceError
-from pipeline.model_store import load_model
+from pipeline.model import train
+from pipeline.model.model_store import load_model
 
 
 def test_grouped_folds_never_split_a_document():
@@ -108,7 +108,7 @@ def test_temperature_is_recovered_and_changes_no_prediction():
 
 
 def test_temperature_calibration_scales_a_linear_model_only(tmp_path):
-    from pipeline.features import model_inputs
+    from pipeline.model.features import model_inputs
 
     rng = np.random.default_rng(2)
     y = np.array(["favor", "against", "none"] * 20)
@@ -126,7 +126,7 @@ def test_temperature_calibration_scales_a_linear_model_only(tmp_path):
 
 
 def test_parallel_grid_search_gives_the_same_model():
-    from pipeline.features import model_inputs
+    from pipeline.model.features import model_inputs
 
     rng = np.random.default_rng(3)
     y = np.array(["favor", "against", "none"] * 20)
