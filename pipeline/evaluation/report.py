@@ -72,7 +72,7 @@ def baseline_lines(results: dict) -> list[str]:
     for name, m in results["metrics"]["baselines"].items():
         cells = [_num(m["f_avg"]), _num(m["macro_f1"]), _num(m["accuracy"]), _num(m["ece"])]
         if name == results["model"]:
-            name, cells = f"**{name}**", [f"**{c}**" for c in cells]
+            name, cells = f"**{results.get('model_description', name)}**", [f"**{c}**" for c in cells]
         rows.append([name, *cells])
     notes = [f"- {name}: not evaluated ({reason})." for name, reason in results.get("baseline_notes", {}).items()]
     return ["## Baselines on the same folds", "",
