@@ -79,8 +79,9 @@ def train(params: Path = ParamsOption) -> None:
 
 @app.command()
 def evaluate(params: Path = ParamsOption,
-             check: bool = typer.Option(False, "--check", help="Quality gate (CI): print the written Markdown report "
-                                        "and exit non-zero when f_avg is below evaluate.f_avg_floor; evaluates nothing."),
+             check: bool = typer.Option(False, "--check", help="Quality gate (CI): print a summary of the metrics (the full "
+                                        "report is reports/evaluation.md) and exit non-zero when f_avg is below "
+                                        "evaluate.f_avg_floor. Evaluates nothing."),
              external: bool = typer.Option(False, "--external", help="Score the hydrated real development set "
                                            "(`stance hydrate`) with the shipped model: writes reports/external.md "
                                            "and .json.")) -> None:

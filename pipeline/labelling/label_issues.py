@@ -7,7 +7,10 @@ Schema problems (unknown labels, conflicts, bad headers) and labels of paragraph
 corpus (a document was edited or removed) are errors (non-zero exit); every such label is listed
 with its file and line, and every file is checked, before the command fails.
 Suspected label issues come from cleanlab's `find_label_issues` on out-of-fold predicted
-probabilities (the evaluate stage's nested grouped CV) and are reported, not fatal.
+probabilities (the evaluate stage's nested grouped CV) and are reported, not fatal: three lines
+each (paragraph id and document; the label and the model's; the text), every stdout line within
+the terminal's width (80 columns when stdout is not a terminal; at least 60), long document names
+and file paths cut in the middle, texts at a word boundary.
 """
 
 from __future__ import annotations
@@ -22,8 +25,27 @@ import numpy as np
 from pipeline import LABELS
 from pipeline.errors import StanceError
 from pipeline.files import read_jsonl
+from pipeline.terminal import MIN_WIDTH, shorten_middle, snippet, terminal_width
 
 PARAGRAPH_ID = re.compile(r"^p[0-9a-f]{16}$")  # pipeline.corpus.prepare.paragraph_id
+def issue_lines(paragraph_id: str, document: str, label: str, suggested: str, probability: float, text: str,
+                width: int) -> list[str]:
+    """The three lines of one suspected label issue, each within `width` cells."""
+    head = f"  {paragraph_id}  "
+    return [head + shorten_middle(document, max(width - len(head), 1)),
+            f"    labelled {label}, model says {suggested} ({probability:.2f})",
+            "    " + snippet(text, width - 4)]
+
+
+def ok_lines(path: str, n: int, counts: str, width: int) -> list[str]:
+    """`path: ok, n labels (counts)`, the counts on a line of their own when the path is long."""
+    from rich.cells import cell_len
+
+    line = f"{path}: ok, {n} labels ({counts})"
+    if cell_len(line) <= width:
+        return [line]
+    tail = f": ok, {n} labels"
+    return [shorten_middle(path, width - len(tail)) + tail, f"  ({counts})"]
 
 
 def suspected_issues(y: np.ndarray, probabilities: np.ndarray) -> list[int]:
@@ -55,12 +77,13 @@ def stale_prepared_warning(paths: dict) -> None:
               "(or `dvc repro prepare`) to check against the current corpus", file=sys.stderr)
 
 
-def run_check(params: dict, limit: int = 20) -> list[int]:
+def run_check(params: dict, limit: int = 20, width: int | None = None) -> list[int]:
     from pipeline.corpus.labels import read_label_file
     from pipeline.model.out_of_fold import oof_probabilities
     from pipeline.model.train import training_set
 
     paths = params["paths"]
+    width = max(width or terminal_width(), MIN_WIDTH)
     if not Path(paths["paragraphs"]).exists():
         raise StanceError(f"{paths['paragraphs']}: not found (run `stance prepare` first)")
     records = {r["id"]: r for r in read_jsonl(paths["paragraphs"])}
@@ -79,7 +102,8 @@ def run_check(params: dict, limit: int = 20) -> list[int]:
         problems.extend(orphans)
         if not orphans:
             counts = Counter(r.label for r in rows)
-            print(f"{path}: ok, {len(rows)} labels ({', '.join(f'{k} {counts[k]}' for k in LABELS)})")
+            for line in ok_lines(str(path), len(rows), ", ".join(f"{k} {counts[k]}" for k in LABELS), width):
+                print(line)
     if problems:
         for line in problems:
             print(line, file=sys.stderr)
@@ -88,10 +112,12 @@ def run_check(params: dict, limit: int = 20) -> list[int]:
     rows, X, y, groups, _ = training_set(params)
     probabilities = oof_probabilities(X, y, groups, params["train"], int(params["seed"]))
     issues = suspected_issues(y, probabilities)
-    print(f"\n{len(issues)} suspected label issues (out-of-fold, cleanlab); top {min(limit, len(issues))}:")
+    title = f"{len(issues)} suspected label issues (out-of-fold, cleanlab)"
+    top = f"top {min(limit, len(issues))}:"
+    print("\n" + (f"{title}; {top}" if len(title) + len(top) + 2 <= width else f"{title};\n{top}"))
     for i in issues[:limit]:
         suggested = LABELS[int(probabilities[i].argmax())]
-        text = records[rows[i]["id"]]["text"]
-        print(f"  {rows[i]['id']}  {rows[i]['doc']}  labelled {y[i]}, model says {suggested} "
-              f"({probabilities[i].max():.2f}): {text[:100]}{'…' if len(text) > 100 else ''}")
+        for line in issue_lines(rows[i]["id"], rows[i]["doc"], y[i], suggested, float(probabilities[i].max()),
+                                records[rows[i]["id"]]["text"], width):
+            print(line)
     return issues

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 from pipeline import LABELS
+from pipeline.terminal import shorten_middle
 
 FORMATS = ("table", "json", "jsonl", "csv", "markdown", "html")
 SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".md": "markdown",
@@ -87,22 +88,6 @@ def _snippet(text: str, width: int) -> str:
     if space > width // 2:  # end on a whole word unless that throws away half the room
         cut = cut[:space]
     return cut.rstrip(" ,;:") + "…"
-
-
-def _shorten_middle(text: str, width: int) -> str:
-    """`text` within `width` terminal cells, its middle replaced by "…": a long path keeps both its
-    folder and its file name, and is never wrapped mid-word."""
-    from rich.cells import cell_len
-
-    if cell_len(text) <= width:
-        return text
-    head, tail = (width - 1) // 2, width - 1 - (width - 1) // 2
-    while head + tail > 0 and cell_len(text[:head]) + cell_len(text[len(text) - tail:]) + 1 > width:
-        if head >= tail:  # wide (CJK) characters take two cells: give back one character at a time
-            head -= 1
-        else:
-            tail -= 1
-    return text[:head] + "…" + (text[len(text) - tail:] if tail else "")
 
 
 def _flags(p: dict) -> str:
@@ -221,7 +206,7 @@ def to_table(results: list[dict], color: bool = False, width: int = 80, uncertai
     text_width = width - sum(TABLE_COLUMNS.values()) - 2 * len(TABLE_COLUMNS)
     for doc in results:
         verdict = doc["verdict"]
-        console.print(Text(_shorten_middle(doc["document"], width), style="bold"), no_wrap=True, overflow="ellipsis")
+        console.print(Text(shorten_middle(doc["document"], width), style="bold"), no_wrap=True, overflow="ellipsis")
         if doc.get("title"):
             console.print(Text(_snippet(doc["title"], width), style="italic"))
         # the figures that decide the verdict when the scorer states them, else the label shares
