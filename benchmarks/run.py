@@ -220,7 +220,7 @@ def compute_bound(raw_rows: list[dict], flops: dict, peak: float) -> dict:
 
 
 # -- 3: scoring precision against the fp32 the model was trained on ------------------------------
-def precision_check(params: dict, default) -> dict:
+def precision_check(params: dict, default, sample: int | None = None, seed: int = 0) -> dict:
     """The shipped model's labels and probabilities on every labelled corpus paragraph, from the
     fp32 embeddings it was trained on (the embed stage's output) and from the scoring path's
     embeddings (`score.precision`: bf16 where the CPU has AMX): label agreement and probability
@@ -233,6 +233,9 @@ def precision_check(params: dict, default) -> dict:
     if not embeddings.exists() or not (ROOT / params["paths"]["model"]).exists():
         return {"skipped": "no embeddings or model (run `dvc repro` in the project first)"}
     rows, fp32, identity = load_embeddings(embeddings)
+    if sample and sample < len(rows):  # a seeded sample of the labelled corpus
+        keep = np.sort(np.random.default_rng(seed).choice(len(rows), sample, replace=False))
+        rows, fp32 = [rows[i] for i in keep], fp32[keep]
     texts = [r["text"] for r in rows]
     scorer = load_scorer(params, embedder=default)
     started = time.perf_counter()
@@ -396,6 +399,12 @@ def markdown(report: dict) -> str:
                      f"{f['paragraphs']} corpus paragraphs | labels agree on {f['label_agreement']:.2%} "
                      f"({f['labels_changed']} changed); probability difference max {f['probability_difference_max']}, "
                      f"mean {f['probability_difference_mean']}; min cosine {f['cosine_min']} |")
+    b16 = report.get("precision_check_bf16") or {}
+    if b16 and "skipped" not in b16:
+        lines.append(f"| opt-in PyTorch bf16 vs the fp32 embeddings the model trained on, {b16['paragraphs']} corpus "
+                     f"paragraphs | labels agree on {b16['label_agreement']:.2%} ({b16['labels_changed']} changed); "
+                     f"probability difference max {b16['probability_difference_max']}, mean "
+                     f"{b16['probability_difference_mean']}; min cosine {b16['cosine_min']} |")
     e = report["end_to_end"]
     lines.append(f"| `stance score`, {e['documents']} documents / {e['paragraphs']} paragraphs, from the shell | "
                  f"{e['seconds']} s = {e['paragraphs_per_s']} paragraphs/s; raw encode of the same paragraphs "
@@ -458,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     report["batch_sweep"] = batch_sweep(params, *default_key, texts[: max(len(texts) // 2, 64)], args.repeats, sizes)
     report["precision_check"] = precision_check(params, default)
+    if cpu_has_native_bf16():  # the opt-in bf16 path (PyTorch), against the fp32 the model trained on
+        report["precision_check_bf16"] = precision_check(params, make(params, "torch", "bf16", 32), sample=1000)
     del embedders
 
     work = temporary_project(params)
