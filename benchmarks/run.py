@@ -393,18 +393,13 @@ def markdown(report: dict) -> str:
     lines += ["", "| measurement | value |", "|---|---|"]
     sweep = ", ".join(f"{r['batch_size']}: {r['paragraphs_per_s']}" for r in report["batch_sweep"])
     lines.append(f"| default path, paragraphs/s by batch size | {sweep} |")
-    f = report.get("precision_check") or {}
-    if f and "skipped" not in f:
-        lines.append(f"| scoring path ({f['scoring_path']}) vs the fp32 embeddings the model trained on, "
-                     f"{f['paragraphs']} corpus paragraphs | labels agree on {f['label_agreement']:.2%} "
-                     f"({f['labels_changed']} changed); probability difference max {f['probability_difference_max']}, "
-                     f"mean {f['probability_difference_mean']}; min cosine {f['cosine_min']} |")
-    b16 = report.get("precision_check_bf16") or {}
-    if b16 and "skipped" not in b16:
-        lines.append(f"| opt-in PyTorch bf16 vs the fp32 embeddings the model trained on, {b16['paragraphs']} corpus "
-                     f"paragraphs | labels agree on {b16['label_agreement']:.2%} ({b16['labels_changed']} changed); "
-                     f"probability difference max {b16['probability_difference_max']}, mean "
-                     f"{b16['probability_difference_mean']}; min cosine {b16['cosine_min']} |")
+    for key in ("precision_check", "precision_check_bf16"):
+        f = report.get(key) or {}
+        if f and "skipped" not in f:
+            lines.append(f"| {f['scoring_path']} vs the fp32 embeddings the model trained on, {f['paragraphs']} corpus "
+                         f"paragraphs | labels agree on {f['label_agreement']:.2%} ({f['labels_changed']} changed); "
+                         f"probability difference max {f['probability_difference_max']}, mean "
+                         f"{f['probability_difference_mean']}; min cosine {f['cosine_min']} |")
     e = report["end_to_end"]
     lines.append(f"| `stance score`, {e['documents']} documents / {e['paragraphs']} paragraphs, from the shell | "
                  f"{e['seconds']} s = {e['paragraphs_per_s']} paragraphs/s; raw encode of the same paragraphs "

@@ -6,7 +6,8 @@ never a sentence of the page. `stance hydrate` turns it back into text in the ig
 `paths.real_dir` (`data/external/`): it takes each page from a folder of saved pages (files named
 `<page_key(url)>.txt` or `.html`, see `pipeline.corpus.real_pages`) or, with `--fetch`, from the network
 with trafilatura; splits it with the fixed paragraph rule; checks every paragraph against its
-sha256; and writes the paragraphs that match to `<real_dir>/paragraphs.jsonl`. Every problem (a bad
+sha256; and writes the paragraphs that match to `<real_dir>/paragraphs.jsonl` (page key, index and
+text only: the facts about them stay in the manifest). Every problem (a bad
 manifest row, a missing page, a page that changed, a paragraph whose hash no longer matches) is one
 line, and checking goes on past it: a page whose text changed is reported, never re-labelled.
 
@@ -137,8 +138,8 @@ def check_page(url: str, rows: list[dict], text: str) -> tuple[list[dict], list[
         elif paragraph_sha(paragraphs[index]) != row["sha256"]:
             problems.append(f"{url}: paragraph {index} changed (its sha256 no longer matches)")
         else:
-            good.append({**{k: v for k, v in row.items() if k != "line"}, "text": paragraphs[index],
-                         "half": half_of(url)})
+            # Only the text and where it sits: the facts about it stay in the manifest.
+            good.append({"page": page_key(url), "paragraph_index": index, "text": paragraphs[index]})
     return good, problems
 
 
@@ -190,10 +191,12 @@ def load_hydrated(real_dir: str | Path, manifest_path: str | Path) -> list[dict]
     if not path.exists():
         raise StanceError(f"{path}: the real development set is not hydrated (run `stance hydrate` "
                           f"with the saved pages, or `stance hydrate --fetch` where a network exists)")
-    records = read_jsonl(path)
-    manifest = read_manifest(manifest_path)
-    current = {(r["url"], r["paragraph_index"], r["sha256"], r["label"]) for r in manifest.rows}
-    records = [r for r in records if (r["url"], r["paragraph_index"], r["sha256"], r["label"]) in current]
+    texts = {(r["page"], r["paragraph_index"]): r["text"] for r in read_jsonl(path)}
+    records = []
+    for row in read_manifest(manifest_path).rows:  # the manifest's facts, with each paragraph's text
+        text = texts.get((page_key(row["url"]), row["paragraph_index"]))
+        if text is not None and paragraph_sha(text) == row["sha256"]:
+            records.append({**{k: v for k, v in row.items() if k != "line"}, "text": text, "half": half_of(row["url"])})
     if not records:
         raise StanceError(f"{path}: no hydrated paragraph matches {manifest_path} (run `stance hydrate` again)")
     return records
