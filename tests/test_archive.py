@@ -124,7 +124,8 @@ def test_malformed_rows_are_reported_with_their_ids_and_the_rest_scored(scorer, 
     assert paragraphs.column("id").to_pylist() == ["0-0", "0-1"]
     text = "missing, null, empty or non-string `text`"
     assert [(e["partition"], e["row"], e["id"], e["reason"]) for e in errors.to_pylist()] == [
-        ("bad", 2, "no-text", text), ("bad", 3, None, "invalid JSON (Expecting property name enclosed in double quotes)"),
+        ("bad", 2, "no-text", text), ("bad", 3, None, "invalid JSON at column 2 (Expecting property name enclosed in double quotes: "
+                             "line 1 column 2 (char 1))"),
         ("bad", 4, "null", text), ("bad", 5, "5", text), ("bad", 6, "blank", text),
         ("bad", 7, None, "missing or null `id`"), ("bad", 8, None, "not a JSON object")]
     _, _, errors = score_partition([(1, {"id": "menu", "text": "Share on Facebook"})], scorer, "whole")

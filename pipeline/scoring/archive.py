@@ -56,7 +56,7 @@ from pipeline import LABELS
 from pipeline.corpus.documents import Document, _record_text, text_document
 from pipeline.corpus.prepare import DEFAULT_MIN_WORDS, paragraph_id
 from pipeline.errors import StanceError
-from pipeline.files import atomic_path, write_json_atomic
+from pipeline.files import atomic_path, json_error, write_json_atomic
 
 SUFFIXES = (".jsonl", ".ndjson", ".parquet")
 KINDS = ("paragraphs", "documents", "errors")
@@ -126,7 +126,7 @@ def read_partition(path: Path) -> list[tuple[int, object]]:
             try:
                 records.append((number, json.loads(line)))
             except json.JSONDecodeError as exc:
-                records.append((number, ValueError(f"invalid JSON ({exc.msg})")))
+                records.append((number, ValueError(json_error(exc))))
     return records
 
 
