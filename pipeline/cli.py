@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from pipeline.errors import StanceError
+from pipeline.numerics import pin
 from pipeline.scoring.output import FORMATS  # plain Python, no rich: keeps `stance --help` fast
 
 app = typer.Typer(help="Stance of op-eds on China–US cooperation: favor, against or none, per paragraph.",
@@ -56,9 +57,14 @@ def prepare(params: Path = ParamsOption) -> None:
 @app.command()
 def embed(params: Path = ParamsOption) -> None:
     """Embed the prepared paragraphs (cached: only new or changed paragraphs are encoded)."""
+    typer.echo(pin(), err=True)
     from pipeline.encoder import embed as stage
 
-    _run(lambda: typer.echo(f"wrote {stage.run(_params(params))}", err=True))
+    def action():
+        written = stage.run(_params(params))
+        typer.echo(f"wrote {written} ({stage.identity_path(written).read_text(encoding='utf-8').strip()})", err=True)
+
+    _run(action)
     if _console_process:
         exit_now(0)
 
@@ -66,6 +72,7 @@ def embed(params: Path = ParamsOption) -> None:
 @app.command()
 def train(params: Path = ParamsOption) -> None:
     """Train the classifier, selecting hyper-parameters by document-grouped cross-validation."""
+    typer.echo(pin(), err=True)
     from pipeline.model import train as stage
 
     def action():
@@ -104,6 +111,7 @@ def evaluate(params: Path = ParamsOption,
             from pipeline.evaluation.quality_gate import check_gate
             check_gate(settings)
             return
+        typer.echo(pin(), err=True)
         from pipeline.evaluation import evaluate as stage
 
         metrics = stage.run(settings)
@@ -163,7 +171,7 @@ def score(
     precision: Optional[str] = typer.Option(None, help="Embedding precision: auto | fp32 | bf16 (default: "
                                             "embedding.precision); auto = bf16 where the CPU has it natively."),
     backend: Optional[str] = typer.Option(None, help="Embedding backend: auto | torch | openvino (default: "
-                                          "embedding.backend); auto = openvino (fast start) when installed."),
+                                          "score.backend); auto = openvino (fast start) when installed."),
 ) -> None:
     """Score documents: a stance per paragraph and an overall verdict per document.
 
@@ -185,7 +193,7 @@ def score(
 
         settings = project_params(params, project, model)
         if backend is not None:  # the command-line choice overrides params.yaml
-            settings["embedding"] = {**(settings.get("embedding") or {}), "backend": backend}
+            settings["score"] = {**(settings.get("score") or {}), "backend": backend}
         code = run_score(paths, fmt, output, settings, precision=precision, explain=explain, wide=wide)
     except StanceError as exc:
         fail(str(exc))

@@ -120,6 +120,17 @@ def test_training_embeddings_are_fp32_on_any_cpu_and_scoring_may_use_bf16(monkey
     assert make_embedder(params, scoring=True, backend="torch").identity.endswith("/fp32")
 
 
+def test_training_embeds_with_embedding_backend_and_scoring_with_score_backend(monkeypatch, tmp_path):
+    monkeypatch.setattr(identity, "cpu_has_native_bf16", lambda: False)
+    params = {"embedding": {"model": "default", "precision": "fp32", "backend": "torch", "export_dir": str(tmp_path)},
+              "score": {"precision": "fp32", "backend": "auto"}}
+    assert isinstance(make_embedder(params), SentenceTransformerEmbedder)  # the embed stage (pinned: reproducible)
+    assert isinstance(make_embedder(params, scoring=True), fast_encoder.OpenVINOEmbedder)  # new text: the fast path
+    assert isinstance(make_embedder(params, scoring=True, backend="torch"), SentenceTransformerEmbedder)
+    with pytest.raises(StanceError, match="unknown embedding backend 'onnx'"):
+        make_embedder({**params, "score": {"backend": "onnx"}}, scoring=True)
+
+
 def test_no_heavy_imports_before_the_first_encode():
     probe = ("import sys; from pipeline.encoder.embed import make_embedder; make_embedder({}); "
              "print([m for m in ('torch', 'sentence_transformers', 'openvino', 'sklearn') if m in sys.modules])")
@@ -141,7 +152,8 @@ def test_score_passes_backend_and_precision_to_the_embedder(trained_project, tmp
     seen = []
 
     def fake_make_embedder(params, **overrides):
-        seen.append({**params.get("embedding", {}), **{k: v for k, v in overrides.items() if v is not None}})
+        scoring = {k: v for k, v in (params.get("score") or {}).items() if k in ("backend", "precision") and v}
+        seen.append({**params.get("embedding", {}), **scoring, **{k: v for k, v in overrides.items() if v is not None}})
         return FakeEmbedder()
 
     monkeypatch.setattr(embed, "make_embedder", fake_make_embedder)

@@ -18,7 +18,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 MAX_LINES = 420
 RANKS = {"cli": 4, "labelling": 3, "evaluation": 3, "scoring": 3, "model": 2, "encoder": 1, "corpus": 1, "base": 0}
-BASE = {"pipeline", "pipeline.files", "pipeline.errors", "pipeline.project", "pipeline.terminal"}  # shared helpers (and LABELS)
+BASE = {"pipeline", "pipeline.files", "pipeline.errors", "pipeline.numerics", "pipeline.project", "pipeline.terminal"}  # shared helpers (and LABELS)
 SIDEWAYS = {("evaluation", "scoring")}
 
 

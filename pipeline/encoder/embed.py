@@ -18,8 +18,8 @@ Two backends compute the same embeddings: `torch` (sentence-transformers,
 is installed and the model's layout is supported, else torch. Precision `auto` means bf16 where
 the processor has bf16 matrix units (Intel AMX) and fp32 elsewhere (`pipeline.encoder.identity`).
 The embed stage and `stance score` resolve these settings the same way. The identity string
-`<model>@<hash>/<precision>` (torch) or `<model>@<hash>/openvino-<precision>` names what produced
-an embedding; the trained model records it and `stance score` compares it.
+`<model>@<hash>/<precision>` (torch; `avx2-fp32` when `pipeline.numerics` pinned its code paths,
+as the DVC stages do) or `<model>@<hash>/openvino-<precision>` names what produced an embedding; the trained model records it and `stance score` compares it.
 """
 
 from __future__ import annotations
@@ -114,13 +114,15 @@ def embed_texts(texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache 
 def make_embedder(params: dict, scoring: bool = False, **overrides) -> Embedder:
     """The embedder the `embedding` params (and non-None `overrides`, e.g. precision/backend) describe.
 
-    `scoring`: the embedder scores new text, so its precision is `score.precision` when set: the
-    embeddings the model trains on are fp32 on every processor (`embedding.precision`), so a
-    fresh `dvc repro` reproduces the committed results anywhere, while scoring may use bf16 where
-    the processor computes it natively (`auto`)."""
+    `scoring`: the embedder scores new text, so its precision and backend are `score.precision`
+    and `score.backend` when set: the embeddings the model trains on are PyTorch fp32 on pinned code
+    paths (`embedding.*`, `pipeline.numerics`), so a fresh `dvc repro` reproduces the committed
+    results on any processor, while scoring may take the fastest backend (OpenVINO) and bf16
+    where the processor computes it natively."""
     settings = dict(params.get("embedding") or {})
-    if scoring and (params.get("score") or {}).get("precision"):
-        settings["precision"] = params["score"]["precision"]
+    for key in ("precision", "backend") if scoring else ():
+        if (params.get("score") or {}).get(key):
+            settings[key] = params["score"][key]
     settings.update({k: v for k, v in overrides.items() if v is not None})
     model = settings.get("model") or DEFAULT_MODEL
     try:

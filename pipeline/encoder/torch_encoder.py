@@ -11,12 +11,14 @@ reference the OpenVINO export is checked against (`pipeline.encoder.openvino_exp
 from __future__ import annotations
 
 import os
+from itertools import groupby
 from typing import Sequence
 
 import numpy as np
 
 from pipeline.encoder.identity import DEFAULT_MODEL, model_identity, resolve_model, resolve_precision
 from pipeline.errors import StanceError
+from pipeline.numerics import is_pinned
 
 
 class SentenceTransformerEmbedder:
@@ -28,7 +30,10 @@ class SentenceTransformerEmbedder:
         self.spec = model or DEFAULT_MODEL
         self.batch_size = batch_size
         self.precision = resolve_precision(precision)
-        self.identity = f"{model_identity(self.spec)}/{self.precision}"
+        # Pinned fp32 (`pipeline.numerics`) gives other bits than the processor's own paths: its
+        # embeddings get their own name, so the cache never mixes the two.
+        pinned = "avx2-" if self.precision == "fp32" and is_pinned() else ""
+        self.identity = f"{model_identity(self.spec)}/{pinned}{self.precision}"
         self._model = None
 
     def _load(self):
@@ -60,6 +65,23 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         model = self._load()
-        vectors = model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=False,
-                               convert_to_tensor=True, show_progress_bar=False)
-        return vectors.float().cpu().numpy().astype(np.float32)
+        texts = list(texts)
+        # Batches of equal token length only: padding changes the order of the sums in attention
+        # and pooling (up to 7e-8 in the embedding), so a paragraph would embed to other bits
+        # beside other paragraphs than alone. Without padding it embeds the same in any company:
+        # an incremental `dvc repro` then writes what a from-scratch run does.
+        prepare = getattr(model, "preprocess", None) or model.tokenize  # `tokenize` before sentence-transformers 6
+        lengths = prepare(texts)["attention_mask"].sum(dim=1).tolist()
+        order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
+        batches = []
+        for _, same_length in groupby(order, key=lengths.__getitem__):
+            same_length = list(same_length)
+            batches += [same_length[s:s + self.batch_size] for s in range(0, len(same_length), self.batch_size)]
+        vectors = None
+        for batch in batches:
+            encoded = model.encode([texts[i] for i in batch], batch_size=len(batch), convert_to_numpy=False,
+                                   convert_to_tensor=True, show_progress_bar=False).float().cpu().numpy()
+            if vectors is None:
+                vectors = np.zeros((len(texts), encoded.shape[1]), dtype=np.float32)
+            vectors[batch] = encoded
+        return vectors

@@ -177,7 +177,7 @@ def model_probabilities(params: dict, records: list[dict], embed: bool = True, e
         from pipeline.encoder.embed import EmbeddingCache, embed_texts, make_embedder
 
         try:
-            embedder = embedder or make_embedder(params)
+            embedder = embedder or make_embedder(params, scoring=True)  # new text: the fast scoring path
             if embedder.identity.split("/")[0] == trained:
                 log(f"embedding {len(missing)} paragraphs the embed stage has not seen ...")
                 cache = EmbeddingCache(paths["embedding_cache"], embedder.identity)

@@ -1,0 +1,85 @@
+"""The same numbers on every x86-64 processor: the code paths the DVC stages compute with.
+
+PyTorch (ATen kernels), MKL (its matrix products), oneDNN, OpenBLAS and numpy's own loops each
+pick their code path by the processor they run on, and each path sums in its own order. So the
+same paragraphs embed to other last bits on a Xeon with AVX-512 than on an AMD EPYC with AVX2
+only, and an iterative solver grows such differences: refitting the classifier with OpenBLAS's
+AVX2 kernels moved its coefficients by up to 3e-5 (measured on the corpus). A fresh clone's
+`dvc repro` would then rewrite the committed embeddings, model and metrics.
+
+`pin()` asks each library for its AVX2 path, which every x86-64 processor of the last decade
+has, through the environment variables the libraries read when they load:
+- `ATEN_CPU_CAPABILITY=avx2`: PyTorch's own kernels (layer norm, softmax, GELU);
+- `MKL_CBWR=AVX2,STRICT`: MKL's conditional numerical reproducibility, AVX2 branch, strict mode
+  (the same bits for any number of threads);
+- `ONEDNN_MAX_CPU_ISA=AVX2`: oneDNN, where PyTorch uses it;
+- `OPENBLAS_CORETYPE=Haswell`: OpenBLAS (numpy's and scipy's) uses its AVX2 kernels;
+- `NPY_DISABLE_CPU_FEATURES`: numpy's AVX-512 loops, those this machine has, are turned off.
+
+Measured on a Xeon with AVX-512 and AMX, with all-mpnet-base-v2 in PyTorch fp32: pinned
+embeddings came out bit for bit the same with 1, 2, 3 or 4 threads, in batches of 1 or 8, and
+with MKL and oneDNN limited to AVX2 as on an AVX2-only processor; unpinned, each of those changed
+the last bits. It costs speed on AVX-512 processors (PyTorch fp32 encoded 9.1 instead of 13.4
+paragraphs/s), so only the stages that make committed results pin; scoring does not.
+
+The variables only work before the libraries load, so `pin()` sets them only in a process that
+has not imported numpy, scipy or torch yet (the `stance` commands import them lazily), and a
+variable the user has set is left as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+PINNED = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2,STRICT",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+NUMPY_VARIABLE = "NPY_DISABLE_CPU_FEATURES"
+LOADED_TOO_EARLY = ("numpy", "scipy", "torch")
+# Asked of numpy in a child process, because asking in this one would load it before the pin.
+_PROBE = ("import numpy as np\n"
+          "try:\n    from numpy._core import _multiarray_umath as m\n"
+          "except ImportError:\n    from numpy.core import _multiarray_umath as m\n"
+          "print(' '.join(f for f in m.__cpu_dispatch__ if m.__cpu_features__.get(f)))\n")
+
+
+def above_avx2(features: list[str]) -> list[str]:
+    """The numpy dispatch targets beyond AVX2 (AVX-512 in its forms; numpy 2.4 names the level X86_V4)."""
+    return [f for f in features if f.startswith("AVX512") or f == "X86_V4"]
+
+
+def numpy_features_to_disable() -> str:
+    """The AVX-512 features numpy dispatches to on this machine, as NPY_DISABLE_CPU_FEATURES wants
+    them ("" when none, or when numpy cannot be asked)."""
+    try:
+        found = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=60,
+                               env={**os.environ, **{k: v for k, v in PINNED.items() if k not in os.environ}})
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return " ".join(above_avx2(found.stdout.split())) if found.returncode == 0 else ""
+
+
+def pin() -> str:
+    """Set the variables of the module docstring for this process; one line saying what holds."""
+    if os.environ.get("STANCE_NUMERICS", "").strip().lower() == "native":
+        return "numerics: the processor's fastest code paths (STANCE_NUMERICS=native); results may differ by processor"
+    early = [name for name in LOADED_TOO_EARLY if name in sys.modules]
+    if early:
+        return f"numerics: not pinned ({', '.join(early)} already loaded in this process)"
+    for name, value in PINNED.items():
+        os.environ.setdefault(name, value)
+    if NUMPY_VARIABLE not in os.environ and "NPY_ENABLE_CPU_FEATURES" not in os.environ:
+        disabled = numpy_features_to_disable()
+        if disabled:
+            os.environ[NUMPY_VARIABLE] = disabled
+    return "numerics: AVX2 code paths in PyTorch, MKL, OpenBLAS and numpy (the same bits on every x86-64 processor)"
+
+
+def is_pinned() -> bool:
+    """Whether this process computes with the pinned PyTorch/MKL paths (so its embeddings are reproducible)."""
+    return all(os.environ.get(name) == value for name, value in PINNED.items())
