@@ -111,3 +111,36 @@ def test_pinned_embeddings_are_the_same_bits_across_threads_batches_and_instruct
     first = vectors["2 threads, batch 8"]
     for name, other in vectors.items():
         assert np.array_equal(first, other), f"{name}: max difference {np.abs(first - other).max():.2e}"
+
+
+def run_stage(command: str, params: Path) -> subprocess.CompletedProcess:
+    """A DVC stage as DVC runs it: a fresh `stance` process (which pins before numpy loads)."""
+    code = "import sys; from pipeline.cli import main; sys.argv = ['stance', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", code, command, "--params", str(params)], capture_output=True,
+                          text=True, timeout=300, env=clean_environment(), cwd=ROOT)
+
+
+@pytest.mark.e2e
+def test_an_incremental_embed_writes_what_a_run_from_scratch_writes(tmp_path):
+    """Two documents added after a first embed run are encoded on their own (the rest comes from
+    the cache); the table is byte for byte the one a run from an empty cache writes."""
+    import shutil
+
+    from conftest import write_project
+
+    params = write_project(tmp_path / "project", n_docs=4)
+    config = tmp_path / "project" / "params.yaml"
+    for command in ("prepare", "embed"):
+        assert run_stage(command, config).returncode == 0
+    larger = write_project(tmp_path / "larger", n_docs=6)  # the same four documents and two more
+    shutil.copytree(larger["paths"]["raw_dir"], params["paths"]["raw_dir"], dirs_exist_ok=True)
+    assert run_stage("prepare", config).returncode == 0
+    step = run_stage("embed", config)
+    assert step.returncode == 0, step.stderr
+    assert "numerics: AVX2 code paths" in step.stderr and "/avx2-fp32" in step.stderr
+    embeddings = Path(params["paths"]["embeddings"])
+    incremental = embeddings.read_bytes()
+    shutil.rmtree(params["paths"]["embedding_cache"])
+    embeddings.unlink()
+    assert run_stage("embed", config).returncode == 0
+    assert embeddings.read_bytes() == incremental
