@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/run.py            # full run, about 40 minutes on 2 cores
     .venv/bin/python benchmarks/run.py --quick    # a smoke run with small numbers
+    .venv/bin/python benchmarks/run.py --retraining-only   # the training path and retraining (about 12 minutes)
 
 Measures, on a generated corpus of realistic op-ed paragraphs (benchmarks/corpus.py):
   1. raw `encode` throughput of every precision/backend (torch/openvino x fp32/bf16) and each
@@ -257,6 +258,41 @@ def precision_check(params: dict, default, sample: int | None = None, seed: int 
     return out
 
 
+# -- 3b: the training path (pinned PyTorch fp32, pipeline/numerics.py) ----------------------------
+PINNED_ENCODE = ("import json, sys, time\n"
+                 "from pipeline.numerics import pin\n"
+                 "pin()\n"
+                 "from pipeline.encoder import embed\n"
+                 "from pipeline.files import load_params\n"
+                 "params = load_params('params.yaml')\n"
+                 "texts = json.load(sys.stdin)\n"
+                 "embedder = embed.make_embedder(params)\n"
+                 "embedder.encode(texts[:8])\n"
+                 "best = float('inf')\n"
+                 "for _ in range(int(sys.argv[1])):\n"
+                 "    started = time.perf_counter(); embedder.encode(texts)\n"
+                 "    best = min(best, time.perf_counter() - started)\n"
+                 "print(json.dumps({'identity': embedder.identity, 'batch_size': embedder.batch_size,\n"
+                 "                  'paragraphs': len(texts), 'paragraphs_per_s': round(len(texts) / best, 1)}))\n")
+
+
+def training_path_throughput(params: dict, repeats: int, paragraphs: int = 300) -> dict:
+    """The embed stage's encoder as the stage runs it (a fresh process that pins its code paths
+    before numpy loads), on a seeded sample of the corpus paragraphs: paragraphs/s, best repeat."""
+    from pipeline.files import read_jsonl
+
+    records = read_jsonl(ROOT / params["paths"]["paragraphs"])
+    keep = np.sort(np.random.default_rng(0).choice(len(records), min(paragraphs, len(records)), replace=False))
+    texts = [records[i]["text"] for i in keep]
+    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE",
+                                                            "ONEDNN_MAX_CPU_ISA", "NPY_DISABLE_CPU_FEATURES")}
+    done = subprocess.run([sys.executable, "-c", PINNED_ENCODE, str(repeats)], input=json.dumps(texts), text=True,
+                          capture_output=True, cwd=ROOT, env=env, check=True)
+    out = json.loads(done.stdout)
+    log(f"training path: {out}")
+    return out
+
+
 # -- 4: retraining in a temporary copy ---------------------------------------------------------
 def temporary_project(params: dict) -> Path:
     work = Path(tempfile.mkdtemp(prefix="stance-bench-"))
@@ -393,6 +429,10 @@ def markdown(report: dict) -> str:
     lines += ["", "| measurement | value |", "|---|---|"]
     sweep = ", ".join(f"{r['batch_size']}: {r['paragraphs_per_s']}" for r in report["batch_sweep"])
     lines.append(f"| default path, paragraphs/s by batch size | {sweep} |")
+    t = (report.get("retraining_run") or {}).get("training_path")
+    if t:
+        lines.append(f"| training path (embed stage, pinned: {t['identity']}), {t['paragraphs']} corpus paragraphs, "
+                     f"batch {t['batch_size']} | {t['paragraphs_per_s']} paragraphs/s |")
     for key in ("precision_check", "precision_check_bf16"):
         f = report.get(key) or {}
         if f and "skipped" not in f:
@@ -435,7 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small smoke run (200 paragraphs, 1 repeat)")
     parser.add_argument("--skip-retraining", action="store_true", help="skip the (slow) evaluate-heavy retraining runs")
     parser.add_argument("--output", type=Path, default=ROOT / "reports" / "benchmark.json")
+    parser.add_argument("--retraining-only", action="store_true",
+                        help="measure only the training path, the scoring path against it and retraining; merged "
+                             "into the report (the other sections stay as their run left them)")
     args = parser.parse_args(argv)
+    if args.retraining_only:
+        return retraining_only(args)
     if args.quick:
         args.paragraphs, args.repeats, args.documents, args.batch_sizes, args.e2e_paragraphs = 200, 1, 20, "16,64", 200
     os.chdir(ROOT)
@@ -485,6 +530,28 @@ def main(argv: list[str] | None = None) -> int:
     report["markdown"] = markdown(report)
     merge_json_atomic(args.output, report)  # keeps sections other benchmarks wrote ("archive")
     print(report["markdown"])
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def retraining_only(args) -> int:
+    os.chdir(ROOT)
+    params = load_params(ROOT / "params.yaml")
+    run = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_average_at_start": list(os.getloadavg()),
+           "machine": machine()}
+    run["training_path"] = training_path_throughput(params, args.repeats)
+    run["precision_check"] = precision_check(params, embed.make_embedder(params, scoring=True))
+    work = temporary_project(params)
+    try:
+        run["retraining"] = retraining(work, params, corpus.generate(10, seed=7))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    run["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    merged = merge_json_atomic(args.output, {"retraining_run": run, "retraining": run["retraining"],
+                                             "precision_check": run["precision_check"]})
+    if all(key in merged for key in ("machine", "corpus", "raw_encode", "batch_sweep", "end_to_end", "cold_start")):
+        merged = merge_json_atomic(args.output, {"markdown": markdown(merged)})
+    print(json.dumps(run, indent=1))
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
