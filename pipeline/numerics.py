@@ -19,8 +19,9 @@ has, through the environment variables the libraries read when they load:
 Measured on a Xeon with AVX-512 and AMX, with all-mpnet-base-v2 in PyTorch fp32: pinned
 embeddings came out bit for bit the same with 1, 2, 3 or 4 threads, in batches of 1 or 8, and
 with MKL and oneDNN limited to AVX2 as on an AVX2-only processor; unpinned, each of those changed
-the last bits. It costs speed on AVX-512 processors (PyTorch fp32 encoded 9.1 instead of 13.4
-paragraphs/s), so only the stages that make committed results pin; scoring does not.
+the last bits. It costs speed on AVX-512 processors (on the benchmark's Xeon the embed stage
+encodes 11.0 corpus paragraphs/s, the unpinned OpenVINO scoring path 17.0: reports/benchmark.json,
+`retraining_run`), so only the stages that make committed results pin; scoring does not.
 
 The variables only work before the libraries load, so `pin()` sets them only in a process that
 has not imported numpy, scipy or torch yet (the `stance` commands import them lazily), and a
