@@ -57,12 +57,13 @@ def prepare(params: Path = ParamsOption) -> None:
 @app.command()
 def embed(params: Path = ParamsOption) -> None:
     """Embed the prepared paragraphs (cached: only new or changed paragraphs are encoded)."""
-    typer.echo(pin(), err=True)
+    numerics = pin()  # before numpy and torch load
     from pipeline.encoder import embed as stage
 
     def action():
         written = stage.run(_params(params))
-        typer.echo(f"wrote {written} ({stage.identity_path(written).read_text(encoding='utf-8').strip()})", err=True)
+        typer.echo(f"wrote {written} ({stage.identity_path(written).read_text(encoding='utf-8').strip()}); {numerics}",
+                   err=True)
 
     _run(action)
     if _console_process:
@@ -72,14 +73,14 @@ def embed(params: Path = ParamsOption) -> None:
 @app.command()
 def train(params: Path = ParamsOption) -> None:
     """Train the classifier, selecting hyper-parameters by document-grouped cross-validation."""
-    typer.echo(pin(), err=True)
+    numerics = pin()  # before numpy loads
     from pipeline.model import train as stage
 
     def action():
         meta = stage.run(_params(params))
         typer.echo(f"trained on {meta['training_data']['paragraphs']} paragraphs; grouped-CV "
-                   f"{meta['cv']['selection_metric']} {meta['cv']['best_score']} with {meta['cv']['best_params']}",
-                   err=True)
+                   f"{meta['cv']['selection_metric']} {meta['cv']['best_score']} with {meta['cv']['best_params']}; "
+                   f"{numerics}", err=True)
 
     _run(action)
 
@@ -111,13 +112,13 @@ def evaluate(params: Path = ParamsOption,
             from pipeline.evaluation.quality_gate import check_gate
             check_gate(settings)
             return
-        typer.echo(pin(), err=True)
+        numerics = pin()  # before numpy loads
         from pipeline.evaluation import evaluate as stage
 
         metrics = stage.run(settings)
         typer.echo(f"f_avg {metrics['f_avg']}  macro_f1 {metrics['macro_f1']}  accuracy {metrics['accuracy']}  "
-                   f"ece {metrics['ece']}; report in {Path(settings['paths']['reports_dir']) / 'evaluation.md'}",
-                   err=True)
+                   f"ece {metrics['ece']}; report in {Path(settings['paths']['reports_dir']) / 'evaluation.md'}; "
+                   f"{numerics}", err=True)
 
     _run(action)
 
