@@ -11,10 +11,20 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from pipeline.errors import StanceError
 from pipeline.numerics import pin
 from pipeline.scoring.output import FORMATS  # plain Python, no rich: keeps `stance --help` fast
+
+class PlainUsage(TyperCommand):
+    """Usage lines name arguments as the help lists them (`PATHS...`), without the braces Typer 0.28
+    puts around required ones (`{PATHS...}`), which read as literal text."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+                for piece in super().collect_usage_pieces(ctx)]
+
 
 app = typer.Typer(help="Stance of op-eds on China–US cooperation: favor, against or none, per paragraph.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -42,7 +52,7 @@ def _run(action) -> None:
         fail(str(exc))
 
 
-@app.command()
+@app.command(cls=PlainUsage)
 def prepare(params: Path = ParamsOption) -> None:
     """Split raw documents into paragraphs with stable ids (drops web boilerplate)."""
     from pipeline.corpus import prepare as stage
@@ -54,7 +64,7 @@ def prepare(params: Path = ParamsOption) -> None:
     _run(action)
 
 
-@app.command()
+@app.command(cls=PlainUsage)
 def embed(params: Path = ParamsOption) -> None:
     """Embed the prepared paragraphs (cached: only new or changed paragraphs are encoded)."""
     numerics = pin()  # before numpy and torch load
@@ -70,7 +80,7 @@ def embed(params: Path = ParamsOption) -> None:
         exit_now(0)
 
 
-@app.command()
+@app.command(cls=PlainUsage)
 def train(params: Path = ParamsOption) -> None:
     """Train the classifier, selecting hyper-parameters by document-grouped cross-validation."""
     numerics = pin()  # before numpy loads
@@ -85,7 +95,7 @@ def train(params: Path = ParamsOption) -> None:
     _run(action)
 
 
-@app.command()
+@app.command(cls=PlainUsage)
 def evaluate(params: Path = ParamsOption,
              check: bool = typer.Option(False, "--check", help="Quality gate (CI): print a summary of the metrics (the full "
                                         "report is reports/evaluation.md) and exit non-zero when f_avg is below "
@@ -123,7 +133,7 @@ def evaluate(params: Path = ParamsOption,
     _run(action)
 
 
-@app.command()
+@app.command(cls=PlainUsage)
 def hydrate(
     source: Optional[Path] = typer.Option(None, "--from", help="A folder of saved pages named <key>.txt or "
                                           "<key>.html (default: the pages already in paths.real_dir)."),
@@ -150,7 +160,7 @@ def hydrate(
     _run(action)
 
 
-@app.command()
+@app.command(cls=PlainUsage)
 def score(
     paths: List[str] = typer.Argument(..., metavar="PATHS...", help="Text, Markdown or HTML files, directories, "
                                       ".jsonl or .csv records, or - for stdin."),
@@ -203,7 +213,7 @@ def score(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=PlainUsage)
 def label(
     annotator: str = typer.Option(..., "--annotator", "-a", envvar="STANCE_ANNOTATOR",
                                   help="Your name: answers go to <labels_dir>/<annotator>.csv."),
@@ -226,7 +236,7 @@ def label(
     _run(action)
 
 
-@app.command()
+@app.command(cls=PlainUsage)
 def add(
     paths: Optional[List[str]] = typer.Argument(None, help=".txt, .md or .html files, or directories (searched "
                                                 "recursively). None: only complete an interrupted `stance add`."),
@@ -259,7 +269,7 @@ def add(
     _run(action)
 
 
-@labels_app.command("check")
+@labels_app.command("check", cls=PlainUsage)
 def labels_check(params: Path = ParamsOption,
                  limit: int = typer.Option(20, help="How many suspected label issues to list.")) -> None:
     """Validate every label file; list paragraphs whose labels look wrong (cleanlab)."""
@@ -268,7 +278,7 @@ def labels_check(params: Path = ParamsOption,
     _run(lambda: run_check(_params(params), limit))
 
 
-@labels_app.command("import")
+@labels_app.command("import", cls=PlainUsage)
 def labels_import(
     file: Path = typer.Argument(..., help="A Label Studio JSON export or a doccano JSONL export."),
     annotator: str = typer.Option(..., "--annotator", "-a", envvar="STANCE_ANNOTATOR",
@@ -294,7 +304,7 @@ def labels_import(
     _run(action)
 
 
-@labels_app.command("export")
+@labels_app.command("export", cls=PlainUsage)
 def labels_export(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically) instead of stdout."),
     annotator: Optional[str] = typer.Option(None, "--annotator", "-a",
@@ -318,7 +328,7 @@ def labels_export(
     _run(action)
 
 
-@labels_app.command("agreement")
+@labels_app.command("agreement", cls=PlainUsage)
 def labels_agreement(
     limit: int = typer.Option(20, help="Disagreements listed per pair of independent annotators (0 = all)."),
     disagreements: Optional[Path] = typer.Option(None, "--disagreements", help="Also write every disagreement between "
@@ -331,7 +341,7 @@ def labels_agreement(
     _run(lambda: run_agreement(_params(params), limit, disagreements))
 
 
-@app.command("export-dataset")
+@app.command("export-dataset", cls=PlainUsage)
 def export_dataset(
     directory: Path = typer.Argument(..., help="Output folder (created, or replaced if it holds a previous export)."),
     params: Path = ParamsOption,
@@ -349,7 +359,7 @@ def export_dataset(
     _run(action)
 
 
-@app.command("score-archive")
+@app.command("score-archive", cls=PlainUsage)
 def score_archive(
     input: Path = typer.Argument(..., help="A directory of partitions: .parquet or .jsonl files with id and text "
                                  "columns (and document, when rows are paragraphs)."),

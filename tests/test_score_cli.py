@@ -384,5 +384,8 @@ def test_a_broken_json_line_is_reported_whole(project, loads, tmp_path):
 def test_score_usage_names_paths():
     result = CliRunner().invoke(app, ["score", "--help"], env={"COLUMNS": "80"})
     usage = next(line for line in result.output.splitlines() if "Usage:" in line)
-    assert "PATHS..." in usage and "{paths}" not in result.output
+    assert usage.split()[-3:] == ["score", "[OPTIONS]", "PATHS..."]  # no braces around it
     assert "--wide" in result.output
+    archive = CliRunner().invoke(app, ["score-archive", "--help"], env={"COLUMNS": "80"})
+    usage = next(line for line in archive.output.splitlines() if "Usage:" in line)
+    assert usage.split()[-4:] == ["score-archive", "[OPTIONS]", "input", "output"]
