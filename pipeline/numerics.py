@@ -25,14 +25,18 @@ encodes 11.0 corpus paragraphs/s, the unpinned OpenVINO scoring path 17.0: repor
 
 The variables only work before the libraries load, so `pin()` sets them only in a process that
 has not imported numpy, scipy or torch yet (the `stance` commands import them lazily), and a
-variable the user has set is left as it is.
+variable the user has set is left as it is. On a processor that is not x86-64 with AVX2 (ARM, for
+one) nothing is pinned and the stage's closing line says so.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 PINNED = {
     "ATEN_CPU_CAPABILITY": "avx2",
@@ -65,6 +69,18 @@ def numpy_features_to_disable() -> str:
     return " ".join(above_avx2(found.stdout.split())) if found.returncode == 0 else ""
 
 
+def has_avx2(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this is an x86-64 processor with AVX2, the paths `pin()` asks for (OpenBLAS would
+    fault on a forced Haswell kernel without it; elsewhere, e.g. on ARM, the variables mean nothing)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        flags = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True  # no /proc (macOS, Windows): every x86-64 Mac or PC of the last decade has AVX2
+    return re.search(r"^flags\s*:.*\bavx2\b", flags, flags=re.MULTILINE) is not None
+
+
 def pin() -> str:
     """Set the variables of the module docstring for this process; one line saying what holds."""
     if os.environ.get("STANCE_NUMERICS", "").strip().lower() == "native":
@@ -72,6 +88,9 @@ def pin() -> str:
     early = [name for name in LOADED_TOO_EARLY if name in sys.modules]
     if early:
         return f"numerics: not pinned ({', '.join(early)} already loaded in this process)"
+    if not has_avx2():
+        return ("numerics: not pinned (not an x86-64 processor with AVX2); results may differ in the last bits "
+                "from the committed ones")
     for name, value in PINNED.items():
         os.environ.setdefault(name, value)
     if NUMPY_VARIABLE not in os.environ and "NPY_ENABLE_CPU_FEATURES" not in os.environ:

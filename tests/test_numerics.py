@@ -65,6 +65,22 @@ def test_a_users_own_setting_is_kept_and_native_turns_the_pin_off():
     assert "STANCE_NUMERICS=native" in line and coretype == "None"
 
 
+def test_only_x86_64_processors_with_avx2_are_pinned(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n", encoding="utf-8")
+    monkeypatch.setattr(numerics.platform, "machine", lambda: "x86_64")
+    assert numerics.has_avx2(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx\n", encoding="utf-8")
+    assert not numerics.has_avx2(cpuinfo)
+    assert numerics.has_avx2(tmp_path / "missing")  # no /proc: an x86-64 Mac or PC
+    monkeypatch.setattr(numerics.platform, "machine", lambda: "aarch64")
+    assert not numerics.has_avx2(tmp_path / "missing")
+    code = ("import os, platform; platform.machine = lambda: 'aarch64'; from pipeline.numerics import pin; "
+            "print(pin()); print(os.environ.get('OPENBLAS_CORETYPE'))")
+    line, coretype = run_python(code, clean_environment()).splitlines()
+    assert line.startswith("numerics: not pinned (not an x86-64 processor with AVX2)") and coretype == "None"
+
+
 def test_pin_changes_nothing_once_numpy_is_loaded(monkeypatch):
     for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
