@@ -284,8 +284,9 @@ def training_path_throughput(params: dict, repeats: int, paragraphs: int = 300) 
     records = read_jsonl(ROOT / params["paths"]["paragraphs"])
     keep = np.sort(np.random.default_rng(0).choice(len(records), min(paragraphs, len(records)), replace=False))
     texts = [records[i]["text"] for i in keep]
-    env = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "OPENBLAS_CORETYPE",
-                                                            "ONEDNN_MAX_CPU_ISA", "NPY_DISABLE_CPU_FEATURES")}
+    from pipeline.numerics import NUMPY_VARIABLE, PINNED
+
+    env = {k: v for k, v in os.environ.items() if k not in (*PINNED, NUMPY_VARIABLE)}  # the stage's own pin decides
     done = subprocess.run([sys.executable, "-c", PINNED_ENCODE, str(repeats)], input=json.dumps(texts), text=True,
                           capture_output=True, cwd=ROOT, env=env, check=True)
     out = json.loads(done.stdout)

@@ -17,9 +17,7 @@ from pathlib import Path
 
 from pipeline import LABELS
 from pipeline.errors import StanceError
-
-MIN_WIDTH = 60
-
+from pipeline.terminal import MIN_WIDTH, shorten_middle, terminal_width
 
 def parse_metrics(text: str, source: str, hint: str = "re-run `dvc repro`") -> dict:
     """A metrics mapping with a numeric f_avg, or a StanceError naming `source` and what to do."""
@@ -56,12 +54,6 @@ def gate_failure(f_avg: float, floor: float) -> str | None:
     if f_avg < floor:
         return f"quality gate failed: f_avg {f_avg:.4f} < floor {floor:.4f} (evaluate.f_avg_floor)"
     return None
-
-
-def terminal_width() -> int:
-    import shutil
-
-    return max(MIN_WIDTH, shutil.get_terminal_size((80, 24)).columns)
 
 
 def _num(value, digits: int = 4) -> str:
@@ -112,11 +104,7 @@ def _shown_path(path: Path, width: int) -> str:
         path = path.resolve().relative_to(Path.cwd().resolve()) if path.is_absolute() else path
     except ValueError:
         pass
-    text = str(path)
-    if len(text) <= width:
-        return text
-    head = (width - 1) // 3  # the file name at the end says the most
-    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+    return shorten_middle(str(path), width)
 
 
 def summary(metrics: dict, floor: float, report: Path | None, width: int = 80) -> str:

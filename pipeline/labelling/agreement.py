@@ -30,6 +30,7 @@ from pathlib import Path
 
 from pipeline.corpus.labels import kappa
 from pipeline.errors import StanceError
+from pipeline.terminal import snippet
 
 ADJUDICATOR = "adjudicator"
 
@@ -122,11 +123,6 @@ def adjudication(table: dict[str, dict[str, str]], priority: list[str] | None = 
             "unsettled": sorted(disputed - set(decided))}
 
 
-def _snippet(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit].rstrip() + "..."
-
-
 def format_adjudication(summary: dict) -> list[str]:
     name = summary["adjudicator"]
     if not summary["labels"]:
@@ -181,7 +177,7 @@ def format_report(report: list[dict], table: dict[str, dict[str, str]], texts: d
             settled = f"  settled: {adjudicator}={decided[pid]}" if pid in decided else ""
             lines.append(f"  {pid}  {one}={label_one}  {two}={label_two}{where}{settled}")
             if record.get("text"):
-                lines.append(f"      {_snippet(record['text'], 110)}")
+                lines.append(f"      {snippet(record['text'], 110)}")
     adjudicated = format_adjudication(summary) if summary else []
     if adjudicated:
         lines += ["", *adjudicated]

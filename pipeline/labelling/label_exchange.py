@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pipeline import LABELS
 from pipeline.errors import StanceError
+from pipeline.terminal import snippet
 
 FORMATS = ("auto", "label-studio", "doccano")
 SKIP = "skip"
@@ -221,16 +222,11 @@ def match_labels(annotated: list[Annotated], corpus_ids: set[str], mapping: dict
             raise StanceError(f"{source}: {record.where} labels paragraph {pid} {label!r} but {earlier[1]} "
                               f"labels it {earlier[0]!r}")
     if unmatched and not skip_unmatched:
-        shown = "; ".join(f"{r.where}: {_snippet(r.text) or r.paragraph_id or '(no text)'}" for r in unmatched[:SHOWN])
+        shown = "; ".join(f"{r.where}: {snippet(r.text, 60) or r.paragraph_id or '(no text)'}" for r in unmatched[:SHOWN])
         more = f" and {len(unmatched) - SHOWN} more" if len(unmatched) > SHOWN else ""
         raise StanceError(f"{source}: {len(unmatched)} records match no paragraph of the corpus by id or text "
                           f"({shown}{more}); re-run `stance prepare`, or pass --skip-unmatched to leave them out")
     return labels, unmatched, skipped
-
-
-def _snippet(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit].rstrip() + "..."
 
 
 def import_labels(params: dict, path: str | Path, annotator: str, mapping: list[str] | None = None,

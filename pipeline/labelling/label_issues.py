@@ -28,6 +28,8 @@ from pipeline.files import read_jsonl
 from pipeline.terminal import MIN_WIDTH, shorten_middle, snippet, terminal_width
 
 PARAGRAPH_ID = re.compile(r"^p[0-9a-f]{16}$")  # pipeline.corpus.prepare.paragraph_id
+
+
 def issue_lines(paragraph_id: str, document: str, label: str, suggested: str, probability: float, text: str,
                 width: int) -> list[str]:
     """The three lines of one suspected label issue, each within `width` cells."""

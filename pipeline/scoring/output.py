@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from pipeline import LABELS
-from pipeline.terminal import shorten_middle
+from pipeline.terminal import shorten_middle, snippet
 
 FORMATS = ("table", "json", "jsonl", "csv", "markdown", "html")
 SUFFIX_FORMATS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".md": "markdown",
@@ -79,17 +79,6 @@ def to_csv(results: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _snippet(text: str, width: int) -> str:
-    text = " ".join(text.split())
-    if len(text) <= width:
-        return text
-    cut = text[: width - 1]
-    space = cut.rfind(" ")
-    if space > width // 2:  # end on a whole word unless that throws away half the room
-        cut = cut[:space]
-    return cut.rstrip(" ,;:") + "…"
-
-
 def _flags(p: dict) -> str:
     return "".join([" (off-topic)" if p.get("out_of_domain") else "", " (uncertain)" if p["uncertain"] else ""])
 
@@ -115,11 +104,11 @@ def to_markdown(results: list[dict]) -> str:
         for p in doc["paragraphs"]:
             probs = " | ".join(f"{p['probabilities'][label]:.2f}" for label in LABELS)
             mark = "*" if p["index"] in doc["decisive"] else ""
-            lines.append(f"| {p['index']}{mark} | {p['label']}{_flags(p)} | {probs} | {cell(_snippet(p['text'], 200))} |")
+            lines.append(f"| {p['index']}{mark} | {p['label']}{_flags(p)} | {probs} | {cell(snippet(p['text'], 200))} |")
         if any("evidence" in p for p in doc["paragraphs"]):
             lines += ["", "Most similar labelled training paragraphs:", ""]
             for p in doc["paragraphs"]:
-                items = "; ".join(f"{e['label']} {e['similarity']:.2f} `{e['document']}` ({cell(_snippet(e['text'], 80))})"
+                items = "; ".join(f"{e['label']} {e['similarity']:.2f} `{e['document']}` ({cell(snippet(e['text'], 80))})"
                                   for e in p.get("evidence", []))
                 lines.append(f"- **{p['index']}**: {items}")
         lines.append("")
@@ -158,10 +147,10 @@ def _snippet_table(doc: dict, text_width: int):
     table.add_column("paragraph", width=text_width, no_wrap=True, overflow="ellipsis")
     for p in doc["paragraphs"]:
         index, shown, style, probs, text = _row_fields(doc, p)
-        table.add_row(index, Text(shown, style=style), probs, Text(_snippet(text, text_width)))
+        table.add_row(index, Text(shown, style=style), probs, Text(snippet(text, text_width)))
         for e in p.get("evidence", []):
             table.add_row("", Text(f"↳ {e['label']}", style=COLORS[e["label"]]), Text(f"sim {e['similarity']:.2f}", style="dim"),
-                          Text(_snippet(f"{e['document']}: {e['text']}", text_width), style="dim"))
+                          Text(snippet(f"{e['document']}: {e['text']}", text_width), style="dim"))
     return table
 
 
@@ -188,7 +177,7 @@ def _wide_table(doc: dict, width: int):
             arrow = f"↳ {e['label']}"
             table.add_row("", Text.assemble((arrow, COLORS[e["label"]]), " " * (label_w - len(arrow) + 2),
                                             (f"{'sim ' + format(e['similarity'], '.2f'):<{probs_w}}  ", "dim"),
-                                            (_snippet(f"{e['document']}: {e['text']}", evidence_width), "dim")))
+                                            (snippet(f"{e['document']}: {e['text']}", evidence_width), "dim")))
     return table
 
 
@@ -208,7 +197,7 @@ def to_table(results: list[dict], color: bool = False, width: int = 80, uncertai
         verdict = doc["verdict"]
         console.print(Text(shorten_middle(doc["document"], width), style="bold"), no_wrap=True, overflow="ellipsis")
         if doc.get("title"):
-            console.print(Text(_snippet(doc["title"], width), style="italic"))
+            console.print(Text(snippet(doc["title"], width), style="italic"))
         # the figures that decide the verdict when the scorer states them, else the label shares
         line = Text.assemble("verdict ", (verdict.upper(), f"bold {COLORS[verdict]}"), "  ",
                              doc.get("verdict_reason") or _shares(doc))
