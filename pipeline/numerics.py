@@ -103,3 +103,19 @@ def pin() -> str:
 def is_pinned() -> bool:
     """Whether this process computes with the pinned PyTorch/MKL paths (so its embeddings are reproducible)."""
     return all(os.environ.get(name) == value for name, value in PINNED.items())
+
+
+def signature() -> str:
+    """The numerics this process computes with, as one line: pinned, the variables; otherwise the
+    processor, since its own code paths then decide the last bits (caches key on this)."""
+    names = [*PINNED, NUMPY_VARIABLE]
+    if is_pinned():
+        return "pinned " + " ".join(f"{name}={os.environ.get(name, '')}" for name in names)
+    model = ""
+    try:
+        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(errors="replace"), re.M)
+        model = match.group(1).strip() if match else ""
+    except OSError:
+        pass
+    settings = " ".join(f"{name}={os.environ[name]}" for name in names if name in os.environ)
+    return f"native {platform.machine()} {model or platform.processor()} {settings}".strip()

@@ -341,3 +341,52 @@ def test_metric_keys_stay_short_enough_for_dvc_metrics_diff(good):
 
     long = [path for path in paths(evaluate.run(good)) if len(path) >= 60]
     assert long == []
+
+
+NEW_DOCUMENT = {"favor": "Washington and Beijing agreed to draft the new resolution together this spring.",
+                "against": "Trusting Beijing on the North has failed every time and will fail again.",
+                "none": "The ministers posed for photographs before the lunch in the old hotel."}
+
+
+def test_cached_fits_give_the_files_an_uncached_run_gives_after_a_document_is_added(tmp_path, fake_embedder,
+                                                                                   monkeypatch):
+    """Retraining after new labels refits only the folds the new document reached, and the reports
+    and model come out byte for byte as from a run without any cached fit."""
+    from pipeline.corpus.prepare import paragraph_id
+    from pipeline.model import search, train
+
+    fits = []
+    real_fit = search._fit
+    monkeypatch.setattr(search, "_fit", lambda *args: fits.append(1) or real_fit(*args))
+    params = make_project(tmp_path / "project", fake_embedder, n_docs=33, compare_to="none")
+    params["train"]["n_jobs"] = 1  # fits in this process, where they are counted
+    train.run(params)
+    evaluate.run(params)
+    cache = Path(params["paths"]["fit_cache"])
+    assert list(cache.glob("*/*.pkl"))
+    raw = Path(params["paths"]["raw_dir"])
+    (raw / "doc-new.txt").write_text("Headline\n\n" + "\n\n".join(NEW_DOCUMENT.values()), encoding="utf-8")
+    with open(raw / "sources.csv", "a", encoding="utf-8", newline="") as handle:
+        handle.write("doc-new,Headline,Jane Reporter,Test,2021-01-01,2021,authored,op-ed,test\n")
+    prepare.run(params)
+    embed.run(params, embedder=fake_embedder)
+    rewrite_labels(params, lambda rows: rows + [
+        {"paragraph_id": paragraph_id(text), "label": label, "annotator": "primary", "note": ""}
+        for label, text in NEW_DOCUMENT.items()])
+    fits.clear()
+    train.run(params)
+    metrics = evaluate.run(params)
+    assert metrics["paragraphs"] == 33 * 3 + 3
+    incremental = len(fits)
+    reports = Path(params["paths"]["reports_dir"])
+    cached = {name: (reports / name).read_bytes() for name in OUTPUTS}
+    model = Path(params["paths"]["model"]).read_bytes()
+    shutil.rmtree(cache)
+    shutil.rmtree(reports)
+    fits.clear()
+    train.run(params)
+    evaluate.run(params)
+    assert incremental < 0.8 * len(fits)  # the folds the new document did not reach came from the cache
+    for name in OUTPUTS:
+        assert (reports / name).read_bytes() == cached[name], name
+    assert Path(params["paths"]["model"]).read_bytes() == model

@@ -97,3 +97,43 @@ def test_an_error_names_the_problem_it_came_from():
     with pytest.raises(ProblemError, match="at least 2 classes") as raised:
         grouped_searches(pipeline, {"classifier__C": [1.0]}, [(X, y, folds), (X, only_favor, folds)], "accuracy")
     assert raised.value.problem == 1
+
+
+def test_folds_with_the_same_training_rows_are_fitted_once_and_cached_fits_change_nothing(tmp_path, monkeypatch):
+    from pipeline.model import search
+
+    X, y, groups = _data()
+    pipeline = train.build_classifier("logistic_regression", {"class_weight": "balanced"}, 0, "text+embedding")
+    grid = {"classifier__C": [0.3, 3.0]}
+    half = np.arange(30)
+    # Two problems on the same rows with the same folds: each fold's training rows are fitted once.
+    problems = [(X, y, train.grouped_folds(y, groups, 3, seed=1))] * 2
+    fits = []
+    real_fit = search._fit
+    monkeypatch.setattr(search, "_fit", lambda *args: fits.append(1) or real_fit(*args))
+    fresh = grouped_searches(pipeline, grid, problems, "accuracy", decisions=True)
+    assert len(fits) == 3 + 1  # three folds, then one refit for both problems
+    fits.clear()
+    cached = tmp_path / "fits"
+    first = grouped_searches(pipeline, grid, problems, "accuracy", decisions=True, cache_dir=str(cached))
+    assert len(fits) == 4 and len(list(cached.glob("*/*.pkl"))) == 4  # 3 folds + 1 refit key
+    fits.clear()
+    again = grouped_searches(pipeline, grid, problems, "accuracy", decisions=True, cache_dir=str(cached))
+    assert fits == []  # everything came from the cache
+    for one, two, three in zip(fresh, first, again):
+        assert one.mean_scores == two.mean_scores == three.mean_scores and one.best_params == three.best_params
+        assert np.array_equal(one.decisions, three.decisions)
+        assert np.array_equal(one.best_estimator.predict_proba(X), three.best_estimator.predict_proba(X))
+    other = grouped_search(pipeline, grid, X.iloc[half], y[half],
+                           train.grouped_folds(y[half], groups[half], 3, seed=1), "accuracy", cache_dir=str(cached))
+    assert other.best_estimator.predict(X).shape == y.shape  # other rows: other keys, fitted afresh
+
+
+def test_a_lone_candidate_can_skip_its_folds():
+    X, y, groups = _data()
+    pipeline = train.build_classifier("logistic_regression", {}, 0)
+    folds = train.grouped_folds(y, groups, 3, seed=1)
+    skipped = grouped_search(pipeline, {"classifier__C": [1.0]}, X, y, folds, "accuracy", score_lone_candidate=False)
+    scored = grouped_search(pipeline, {"classifier__C": [1.0]}, X, y, folds, "accuracy")
+    assert np.isnan(skipped.best_score) and not np.isnan(scored.best_score)
+    assert np.array_equal(skipped.best_estimator.predict_proba(X), scored.best_estimator.predict_proba(X))

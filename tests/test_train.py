@@ -147,3 +147,29 @@ def test_n_jobs_must_be_a_whole_number_other_than_zero(value):
     with pytest.raises(StanceError, match=r"train.n_jobs must be a whole number other than 0 .*got"):
         train.n_jobs({"n_jobs": value})
     assert train.n_jobs({}) is None and train.n_jobs({"n_jobs": -1}) == -1
+
+
+def test_folds_are_stable_as_documents_are_added_once_the_corpus_is_large():
+    rng = np.random.default_rng(0)
+    names = [f"doc-{d}" for d in range(60)]
+    groups = np.repeat(names, 3)
+    y = np.tile(["favor", "against", "none"], 60)
+    before = train.grouped_folds(y, groups, 5, seed=7)
+    grown_groups = np.concatenate([groups, ["new-doc"] * 3])
+    after = train.grouped_folds(np.concatenate([y, ["favor", "none", "against"]]), grown_groups, 5, seed=7)
+    held_out = lambda folds, g: [sorted(set(g[test].tolist())) for _, test in folds]
+    changed = [(a, b) for a, b in zip(held_out(before, groups), held_out(after, grown_groups)) if a != b]
+    assert changed and all(set(b) - set(a) == {"new-doc"} for a, b in changed) and len(changed) == 1
+    shuffled = rng.permutation(len(y))  # the fold of a document does not depend on row order either
+    moved = train.grouped_folds(y[shuffled], groups[shuffled], 5, seed=7)
+    assert held_out(moved, groups[shuffled]) == held_out(before, groups)
+
+
+def test_a_small_corpus_gets_stratified_folds():
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    y = np.tile(["favor", "against", "none"], 12)
+    groups = np.repeat([f"d{i}" for i in range(12)], 3)
+    expected = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=1).split(np.zeros(36), y, groups)
+    for (train_idx, test_idx), (want_train, want_test) in zip(train.grouped_folds(y, groups, 3, seed=1), expected):
+        assert np.array_equal(train_idx, want_train) and np.array_equal(test_idx, want_test)

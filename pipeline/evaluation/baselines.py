@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.errors import StanceError
-from pipeline.model.out_of_fold import Fitter, first_line, fold_prefix, inner_params
-from pipeline.model.train import build_classifier, grid_for_pipeline, grouped_folds, n_jobs, naming_part, scorer
+from pipeline.model.out_of_fold import Fitter, first_line, fold_prefix, part_folds
+from pipeline.model.train import build_classifier, grid_for_pipeline, n_jobs, naming_part, scorer
 
 DEFAULT_TFIDF = {"ngram_range": [1, 2], "min_df": 2, "grid": {"C": [1.0, 10.0, 100.0]},
                  "classifier_params": {"class_weight": "balanced", "solver": "newton-cg", "tol": 1e-6, "max_iter": 5000}}
@@ -25,21 +25,20 @@ def majority_fitter() -> Fitter:
     """Always predicts the most frequent training label, with the training label shares as probabilities."""
     from sklearn.dummy import DummyClassifier
 
-    return lambda parts, names: [DummyClassifier(strategy="prior").fit(np.zeros((len(y), 1)), y) for _, y, _ in parts]
+    return lambda parts, names: [DummyClassifier(strategy="prior").fit(np.zeros((len(part[1]), 1)), part[1])
+                                 for part in parts]
 
 
-def tfidf_fitter(settings: dict, train_params: dict, seed: int) -> Fitter:
+def tfidf_fitter(settings: dict, train_params: dict, seed: int, cache_dir: str | None = None) -> Fitter:
     """TF-IDF of the paragraph text + logistic regression, C chosen by the same grouped inner search.
 
-    The vectoriser (vocabulary and IDF: no labels) is fitted once per outer training part, which
-    halves the cost; the held-out documents of the outer fold never reach it. The searches of all
-    outer parts share one worker pool (`pipeline.model.search.grouped_searches`, which is GridSearchCV
-    fit for fit).
+    The vectoriser is the pipeline's feature step, fitted once per training part for all the
+    candidates (`pipeline.model.search.grouped_searches`, which is GridSearchCV fit for fit), so the
+    held-out documents never reach it and pairs of outer folds share their inner fits.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline, make_pipeline
-    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.pipeline import Pipeline
 
     from pipeline.model.search import grouped_searches
 
@@ -58,31 +57,27 @@ def tfidf_fitter(settings: dict, train_params: dict, seed: int) -> Fitter:
         classifier = LogisticRegression(**{"random_state": seed, **dict(settings["classifier_params"] or {})})
     except (TypeError, ValueError) as exc:
         raise StanceError(f"params.yaml: evaluate.tfidf.classifier_params: {first_line(exc)}") from None
+    search = Pipeline([("features", TfidfVectorizer(ngram_range=ngram_range, min_df=settings["min_df"],
+                                                    sublinear_tf=True, strip_accents="unicode")),
+                       ("classifier", classifier)])
     metric = train_params.get("selection_metric", "f_avg")
 
     def failed(exc: ValueError, where: str) -> StanceError:
         return StanceError(f"{where}TF-IDF baseline: {first_line(exc)} (check evaluate.tfidf in params.yaml)")
 
     def fit(parts, names):
-        vectorizers, problems = [], []
-        for number, ((texts, y, groups), where) in enumerate(zip(parts, names)):
+        problems = []
+        for number, (part, where) in enumerate(zip(parts, names)):
             try:
-                vectorizer = TfidfVectorizer(ngram_range=ngram_range, min_df=settings["min_df"], sublinear_tf=True,
-                                             strip_accents="unicode").fit(texts)
                 with naming_part(names, number):
-                    folds = grouped_folds(y, groups, inner_params(train_params, groups)["cv_folds"], seed)
+                    problems.append((part[0], part[1], part_folds(part, train_params, seed)))
             except ValueError as exc:
                 raise failed(exc, f"inside {where}: ") from None
-            vectorizers.append(vectorizer)
-            problems.append((vectorizer.transform(texts), y, folds))
-        search = Pipeline([("features", FunctionTransformer()),  # the features are already TF-IDF
-                           ("classifier", classifier)])
         try:
-            found = grouped_searches(search, grid, problems, scorer(metric), n_jobs(train_params))
+            found = grouped_searches(search, grid, problems, scorer(metric), n_jobs(train_params), cache_dir=cache_dir)
         except ValueError as exc:
             raise failed(exc, fold_prefix(exc, names)) from None
-        return [make_pipeline(vectorizer, result.best_estimator.named_steps["classifier"])
-                for vectorizer, result in zip(vectorizers, found)]
+        return [result.best_estimator for result in found]
 
     return fit
 

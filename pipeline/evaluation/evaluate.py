@@ -7,13 +7,15 @@ Outputs, all under `paths.reports_dir`:
          ece, by_kind, baselines), `predictions.csv` (out-of-fold prediction of every labelled
          paragraph), `learning_curve.json`, `evaluation.md` (the report a person reads in CI) and
          `plots/*.png` (confusion matrix, precision-recall curves, reliability diagram, learning curve).
-Params:  `seed`, `train.*` (the same model selection as the train stage), `labels.priority`,
+Params:  `seed`, `train.*` (the same model selection as the train stage), `labels.priority`, `paths.fit_cache`,
          `evaluate.compare_to`, `evaluate.calibration_bins`, `evaluate.mistakes`,
          `evaluate.learning_curve`, `evaluate.tfidf`, `evaluate.baselines`.
 
-Every number comes from nested cross-validation: an outer StratifiedGroupKFold (`train.cv_folds`,
-seeded by `seed`) holds out whole documents; on each outer training part the train stage's grouped
-grid search picks the hyper-parameters; the held-out documents are then predicted. Nothing is scored
+Every number comes from nested cross-validation: outer folds grouped by document (`train.cv_folds`,
+the train stage's folds, stable as documents are added) hold out whole documents; on each outer
+training part the train stage's grid search over the other folds picks the hyper-parameters; the
+held-out documents are then predicted. Fits are shared with the train stage and earlier runs
+through `paths.fit_cache` (`pipeline.model.fit_cache`), which changes no number. Nothing is scored
 on data it was trained or tuned on (`pipeline.model.out_of_fold`). The baselines (majority class,
 TF-IDF + logistic regression on the paragraph text, every classifier in `evaluate.baselines`:
 `pipeline.evaluation.baselines`) and the learning curve use the very same outer folds; the numbers
@@ -136,8 +138,9 @@ def evaluate(rows: list[dict], X: np.ndarray, y: np.ndarray, groups: np.ndarray,
     specs = baseline_specs(params)
     check_labels(y, params["paths"]["labels_dir"])
     folds = outer_folds(y, groups, train_params, seed)
+    cache = params["paths"].get("fit_cache")  # fits shared with the train stage and with earlier runs
 
-    main_fit = classifier_fitter(train_params, seed)
+    main_fit = classifier_fitter(train_params, seed, cache)
     probabilities = cross_val_probabilities(main_fit, X, y, groups, folds)
     predicted = predicted_labels(probabilities)
     metrics = compute_metrics(y, predicted)
@@ -154,7 +157,7 @@ def evaluate(rows: list[dict], X: np.ndarray, y: np.ndarray, groups: np.ndarray,
     calibration = str(train_params.get("calibration") or "none")
     model_name += f", {calibration} calibration)" if calibration != "none" else ")"
     compared = [(BUILT_IN[0], majority_fitter(), X),
-                (BUILT_IN[1], tfidf_fitter(settings["tfidf"], train_params, seed), texts)]
+                (BUILT_IN[1], tfidf_fitter(settings["tfidf"], train_params, seed, cache), texts)]
     baselines = {name: headline(y, cross_val_probabilities(fit, data, y, groups, folds), settings["bins"])
                  for name, fit, data in compared}
     # Keyed by the short name: `dvc metrics diff` prints every key path, which must stay readable
@@ -165,7 +168,7 @@ def evaluate(rows: list[dict], X: np.ndarray, y: np.ndarray, groups: np.ndarray,
         spec_params = {**train_params, "classifier_params": {}, "grid": {}, "calibration": "none",
                        "features": "embedding", "feature_params": {},
                        **{k: v for k, v in spec.items() if k != "name"}}
-        fit = classifier_fitter(spec_params, seed)
+        fit = classifier_fitter(spec_params, seed, cache)
         try:
             baselines[spec["name"]] = headline(y, cross_val_probabilities(fit, X, y, groups, folds), settings["bins"])
         except StanceError as exc:  # an extra comparison that does not suit this data is reported, not fatal
@@ -173,8 +176,9 @@ def evaluate(rows: list[dict], X: np.ndarray, y: np.ndarray, groups: np.ndarray,
     metrics["baselines"] = baselines
 
     # The curve reports only argmax metrics, which temperature scaling never changes: skip fitting it.
-    curve_fit = (classifier_fitter({**train_params, "calibration": "none"}, seed)
-                 if calibration.lower() == "temperature" else main_fit)
+    # Nor, with one candidate, the inner folds that would only score it.
+    curve_fit = classifier_fitter({**train_params, "calibration": "none"} if calibration.lower() == "temperature"
+                                  else train_params, seed, cache, score_lone_candidate=False)
     curve = learning_curve(
         y, settings["sizes"], seed,
         lambda subset: cross_val_probabilities(curve_fit, X, y, groups, folds, subset=subset),

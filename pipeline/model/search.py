@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.model.features import take
+from pipeline.model.fit_cache import FitCache, fit_key, load_fit, pipeline_signature, row_digests, store_fit
 
 
 @dataclass
@@ -60,22 +61,34 @@ def shares_features(grid: dict) -> bool:
     return all(key.startswith("classifier__") for key in grid)
 
 
-def _fold(pipeline, candidates: list[dict], X, y: np.ndarray, train_idx, test_idx, scoring, decisions: bool):
-    """One fold: fit the features on its training part, then every candidate's classifier."""
+def _fit(pipeline, candidates: list[dict], X, y: np.ndarray):
+    """The feature step fitted once, then every candidate's classifier on its output."""
     from sklearn.base import clone
 
     features = clone(pipeline.named_steps["features"])
-    train_features = features.fit_transform(take(X, train_idx), y[train_idx])
-    test_features = features.transform(take(X, test_idx))
-    scores, values = [], []
-    for params in candidates:
-        classifier = clone(pipeline.named_steps["classifier"]).set_params(
-            **{key.removeprefix("classifier__"): value for key, value in params.items()})
-        classifier.fit(train_features, y[train_idx])
-        scores.append(float(scoring(classifier, test_features, y[test_idx])))
-        if decisions:
-            values.append(classifier.decision_function(test_features))
-    return scores, values
+    train_features = features.fit_transform(X, y)
+    classifiers = [clone(pipeline.named_steps["classifier"]).set_params(
+        **{key.removeprefix("classifier__"): value for key, value in params.items()}).fit(train_features, y)
+        for params in candidates]
+    return features, classifiers
+
+
+def _fit_and_score(pipeline, candidates: list[dict], X, y: np.ndarray, tests: list[tuple], scoring,
+                   decisions: bool, cache_file: str | None, keep: bool):
+    """One training part: its fit (from the cache when there), then each candidate's score (and
+    decision values) on each held-out part in `tests`; the fit itself too when `keep`."""
+    fitted = load_fit(cache_file)
+    if fitted is None:
+        fitted = _fit(pipeline, candidates, X, y)
+        store_fit(cache_file, fitted)
+    features, classifiers = fitted
+    results = []
+    for test_X, test_y in tests:
+        test_features = features.transform(test_X)
+        scores = [float(scoring(classifier, test_features, test_y)) for classifier in classifiers]
+        values = [classifier.decision_function(test_features) for classifier in classifiers] if decisions else []
+        results.append((scores, values))
+    return (fitted if keep else None), results
 
 
 def _refit(pipeline, params: dict, X, y: np.ndarray):
@@ -94,11 +107,30 @@ def _as_problem_error(problem: int, work, *args):
         raise ProblemError(problem, str(exc) or type(exc).__name__) from None
 
 
+def _assembled(pipeline, fitted):
+    """A fitted Pipeline from (a copy of) a fitted feature step and classifier: problems that
+    shared the fit must not share an object that calibration scales in place."""
+    import copy
+
+    from sklearn.pipeline import Pipeline
+
+    features, (classifier,) = copy.deepcopy(fitted)
+    return Pipeline([("features", features), ("classifier", classifier)])
+
+
 def grouped_searches(pipeline, grid: dict, problems: list[tuple], scoring, n_jobs: int | None = None,
-                     decisions: bool = False) -> list[SearchResult]:
+                     decisions: bool = False, cache_dir: str | None = None,
+                     score_lone_candidate: bool = True) -> list[SearchResult]:
     """`grouped_search` on each `(X, y, folds)` problem, all folds and refits in one worker pool.
 
-    A ValueError from sklearn is raised as a `ProblemError` naming the problem.
+    Folds whose training rows are the same (by content, in the same order) are fitted once, also
+    across problems: the outer parts of a nested cross-validation whose inner folds are the other
+    outer folds (`pipeline.model.out_of_fold`) share each pair's fit. With `cache_dir`, fits are kept
+    on disk by `pipeline.model.fit_cache` and reused by later calls; the one refit of a single
+    problem (the train stage's model) is always fitted afresh in this process. Without
+    `score_lone_candidate`, a grid of one candidate skips the folds when no decisions are asked
+    (its mean score is then NaN). A ValueError from sklearn is raised as a `ProblemError` naming
+    the problem.
     """
     from joblib import Parallel, delayed
     from sklearn.metrics import check_scoring
@@ -108,25 +140,53 @@ def grouped_searches(pipeline, grid: dict, problems: list[tuple], scoring, n_job
         raise ValueError(f"grid keys must all start with 'classifier__', got {sorted(grid)}")
     candidates = list(ParameterGrid(grid))
     scoring = check_scoring(pipeline.named_steps["classifier"], scoring=scoring)
-    tasks = [(number, train_idx, test_idx) for number, (_, _, folds) in enumerate(problems)
-             for train_idx, test_idx in folds]
+    cache = FitCache(cache_dir)
+    skip_folds = len(candidates) == 1 and not decisions and not score_lone_candidate
+    digests = [row_digests(X, y) for X, y, _ in problems]
+    signature = pipeline_signature(pipeline, candidates)
+    jobs: dict[str, dict] = {}  # training rows (by content) -> where to take them from, what to score
+    for number, (_, _, folds) in enumerate([] if skip_folds else problems):
+        for fold, (train_idx, test_idx) in enumerate(folds):
+            job = jobs.setdefault(fit_key(signature, digests[number][train_idx]),
+                                  {"problem": number, "train": train_idx, "tests": []})
+            job["tests"].append((number, fold, test_idx))
+
+    def task(key: str, job: dict, chosen: list[dict], keep: bool):
+        X, y, _ = problems[job["problem"]]
+        tests = [(take(problems[n][0], idx), problems[n][1][idx]) for n, _, idx in job["tests"]]
+        return delayed(_as_problem_error)(job["problem"], _fit_and_score, pipeline, chosen, take(X, job["train"]),
+                                          y[job["train"]], tests, scoring, decisions, cache.path(key), keep)
+
     with Parallel(n_jobs=n_jobs) as parallel:
-        per_fold = parallel(
-            delayed(_as_problem_error)(number, _fold, pipeline, candidates, problems[number][0], problems[number][1],
-                                       train_idx, test_idx, scoring, decisions)
-            for number, train_idx, test_idx in tasks)
-        by_problem = [[result for (owner, _, _), result in zip(tasks, per_fold) if owner == number]
-                      for number in range(len(problems))]
+        outputs = parallel(task(key, job, candidates, False) for key, job in jobs.items())
+        per_fold: dict[tuple[int, int], tuple] = {}
+        for job, (_, results) in zip(jobs.values(), outputs):
+            for (number, fold, _), result in zip(job["tests"], results):
+                per_fold[(number, fold)] = result
+        by_problem = [[per_fold[(number, fold)] for fold in range(len(folds))] if not skip_folds else []
+                      for number, (_, _, folds) in enumerate(problems)]
         winners = []
         for fold_results in by_problem:
-            mean_scores = [float(np.mean([scores[i] for scores, _ in fold_results])) for i in range(len(candidates))]
-            winners.append((int(np.argmax(mean_scores)), mean_scores))  # the first of equal scores wins, as in GridSearchCV
-        refits = [delayed(_as_problem_error)(number, _refit, pipeline, candidates[best], X, y)
-                  for number, ((X, y, _), (best, _)) in enumerate(zip(problems, winners))]
-        # One refit (the train stage) stays in this process: a model that went through a worker
-        # predicts the same but pickles to other bytes, and the saved model is held byte-identical
-        # to GridSearchCV's for any `n_jobs`.
-        refitted = [work(*args, **kwargs) for work, args, kwargs in refits] if len(refits) == 1 else parallel(refits)
+            mean_scores = ([float(np.mean([scores[i] for scores, _ in fold_results])) for i in range(len(candidates))]
+                           if fold_results else [float("nan")] * len(candidates))
+            winners.append((int(np.argmax(mean_scores)) if fold_results else 0, mean_scores))  # first best wins
+        if len(problems) == 1:
+            # The train stage's model is fitted here, afresh: a model that went through a worker or
+            # the cache predicts the same but pickles to other bytes, and the saved model is held
+            # byte-identical to GridSearchCV's for any `n_jobs`.
+            (X, y, _), (best, _) = problems[0], winners[0]
+            refitted = [_as_problem_error(0, _refit, pipeline, candidates[best], X, y)]
+        else:
+            refit_jobs: dict[str, tuple] = {}  # problems with the same rows and winner share one refit
+            for number, (best, _) in enumerate(winners):
+                key = fit_key(pipeline_signature(pipeline, [candidates[best]]), digests[number])
+                refit_jobs.setdefault(key, ({"problem": number, "train": np.arange(len(problems[number][1])),
+                                             "tests": []}, [candidates[best]]))
+            fitted = dict(zip(refit_jobs, parallel(task(key, job, chosen, True)
+                                                   for key, (job, chosen) in refit_jobs.items())))
+            refitted = [_assembled(pipeline, fitted[fit_key(pipeline_signature(pipeline, [candidates[best]]),
+                                                            digests[number])][0])
+                        for number, (best, _) in enumerate(winners)]
     results = []
     for (X, y, folds), fold_results, (best, mean_scores), estimator in zip(problems, by_problem, winners, refitted):
         out_of_fold = None
@@ -137,14 +197,17 @@ def grouped_searches(pipeline, grid: dict, problems: list[tuple], scoring, n_job
                 out_of_fold[test_idx] = values[best]
         results.append(SearchResult(estimator, candidates[best], mean_scores[best], candidates, mean_scores,
                                     out_of_fold))
+    cache.prune()
     return results
 
 
 def grouped_search(pipeline, grid: dict, X, y: np.ndarray, folds, scoring, n_jobs: int | None = None,
-                   decisions: bool = False) -> SearchResult:
+                   decisions: bool = False, cache_dir: str | None = None,
+                   score_lone_candidate: bool = True) -> SearchResult:
     """Pick the `grid` candidate with the best mean `scoring` over `folds`; refit it on all rows.
 
     `grid` keys must all name classifier parameters (`shares_features`). With `decisions`, also the
     winner's out-of-fold `decision_function` values (rows in X's order).
     """
-    return grouped_searches(pipeline, grid, [(X, y, folds)], scoring, n_jobs, decisions)[0]
+    return grouped_searches(pipeline, grid, [(X, y, folds)], scoring, n_jobs, decisions, cache_dir,
+                            score_lone_candidate)[0]

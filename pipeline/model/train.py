@@ -6,8 +6,9 @@ Outputs: `paths.model` (joblib) and `paths.model_meta` (JSON: labels, embedding 
 Params:  `seed`, `train.*`, `labels.priority`.
 
 Hyper-parameters in `train.grid` are chosen by cross-validation grouped by source document
-(StratifiedGroupKFold: paragraphs of one article never sit on both sides of a split), scored
-with `train.selection_metric`; the winner is refitted on all labelled paragraphs.
+(`grouped_folds`: paragraphs of one article never sit on both sides of a split, and a document's
+fold comes from its name, so adding documents moves no other), scored with
+`train.selection_metric`; the winner is refitted on all labelled paragraphs.
 """
 
 from __future__ import annotations
@@ -106,8 +107,30 @@ def _short(key: str) -> str:
     return key.removeprefix("classifier__")
 
 
+# Documents a fold from which folds are hashed from document names (stable as documents are added):
+# with fewer, chance leaves folds too uneven in size and labels (the corpus has over 80 a fold).
+STABLE_FROM = 10
+
+
+def document_folds(groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
+    """Each row's fold: its document's name hashed with the seed, so the fold of a document never
+    depends on which other documents exist (adding one moves no other)."""
+    names = sorted(set(groups.tolist()))
+    fold_of = {name: int.from_bytes(hashlib.sha256(f"{seed}\0{name}".encode()).digest()[:8], "big") % n_splits
+               for name in names}
+    return np.array([fold_of[name] for name in groups.tolist()], dtype=np.int64)
+
+
 def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified folds that keep each document on one side; clear errors when impossible."""
+    """Folds that keep each document on one side; clear errors when impossible.
+
+    Stable once the corpus is large enough (`STABLE_FROM` documents a fold): a document's fold comes
+    from its name (`document_folds`), so a new document adds its paragraphs to one fold and leaves
+    every other fold as it was. The train and evaluate stages then refit only the folds it changed
+    (`pipeline.model.fit_cache`), and a change in the metrics comes from the new data, not from a
+    reshuffle. A smaller corpus, or one that hashing would leave with a fold's training part
+    lacking a label, gets StratifiedGroupKFold's folds, which balance labels and sizes better.
+    """
     from sklearn.model_selection import StratifiedGroupKFold
 
     n_groups = len(set(groups.tolist()))
@@ -123,6 +146,11 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -
         if count < n_splits or docs < 2:
             raise StanceError(f"label {label!r} has {count} paragraphs in {docs} documents: too few for "
                               f"{n_splits}-fold grouped cross-validation (label more, or lower train.cv_folds)")
+    if n_groups >= STABLE_FROM * n_splits:
+        fold = document_folds(groups, n_splits, seed)
+        folds = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(n_splits)]
+        if all(len(test) and set(y[train].tolist()) == set(counts) for train, test in folds):
+            return folds
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(y)), y, groups))
 
@@ -137,14 +165,15 @@ def n_jobs(train_params: dict) -> int | None:
     return value
 
 
-def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_params: dict, seed: int):
+def fit_classifier(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_params: dict, seed: int,
+                   cache_dir: str | None = None):
     """Grid search with grouped CV, refit on all rows. Returns (estimator, cv summary).
 
     With `train.calibration` temperature, the winner's probabilities are temperature-scaled (see
     `apply_temperature`); with sigmoid or isotonic it is wrapped in CalibratedClassifierCV whose
     calibration folds are the same document-grouped folds; none: no recalibration.
     """
-    return fit_classifiers([(X, y, groups)], train_params, seed)[0]
+    return fit_classifiers([(X, y, groups)], train_params, seed, cache_dir=cache_dir)[0]
 
 
 @contextmanager
@@ -158,11 +187,14 @@ def naming_part(names: list[str] | None, number: int):
         raise StanceError(f"inside {names[number]}: {exc}") from None
 
 
-def fit_classifiers(parts: list[tuple], train_params: dict, seed: int, names: list[str] | None = None) -> list[tuple]:
+def fit_classifiers(parts: list[tuple], train_params: dict, seed: int, names: list[str] | None = None,
+                    cache_dir: str | None = None, score_lone_candidate: bool = True) -> list[tuple]:
     """`fit_classifier` on each `(X, y, groups)` part (the outer training parts of a nested
-    cross-validation), their grid searches sharing one pool of workers. A part's error starts with
-    "inside <its name>: " when `names` are given; sklearn's ValueErrors come as
-    `pipeline.model.search.ProblemError` naming the part."""
+    cross-validation), their grid searches sharing one pool of workers; a part may bring its own
+    folds as a fourth element. A part's error starts with "inside <its name>: " when `names` are
+    given; sklearn's ValueErrors come as `pipeline.model.search.ProblemError` naming the part. Fits
+    are kept in `cache_dir` (`pipeline.model.fit_cache`); `score_lone_candidate` as in
+    `pipeline.model.search.grouped_searches`."""
     calibration = str(train_params.get("calibration") or "none").lower()
     if calibration not in CALIBRATIONS:
         raise StanceError(f"params.yaml: unknown train.calibration {calibration!r} "
@@ -171,16 +203,18 @@ def fit_classifiers(parts: list[tuple], train_params: dict, seed: int, names: li
                                  train_params.get("classifier_params"), seed,
                                  train_params.get("features", "embedding"), train_params.get("feature_params"))
     problems = []
-    for number, (X, y, groups) in enumerate(parts):
+    for number, (X, y, groups, *folds) in enumerate(parts):
         with naming_part(names, number):
-            problems.append((X, y, grouped_folds(y, groups, int(train_params.get("cv_folds", 5)), seed)))
+            problems.append((X, y, folds[0] if folds and folds[0] is not None
+                             else grouped_folds(y, groups, int(train_params.get("cv_folds", 5)), seed)))
     grid = grid_for_pipeline(train_params.get("grid"))
     metric = train_params.get("selection_metric", "f_avg")
     jobs = n_jobs(train_params)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):  # many small fits: BLAS threads only contend (10x slower on a busy CPU)
-        searches = _searches(estimator, grid, problems, scorer(metric), jobs, calibration == "temperature")
+        searches = _searches(estimator, grid, problems, scorer(metric), jobs, calibration == "temperature",
+                             cache_dir, score_lone_candidate)
     fitted = []
     for number, ((X, y, folds), found) in enumerate(zip(problems, searches)):
         summary = {
@@ -222,7 +256,8 @@ def _calibrate(found, calibration: str, X, y: np.ndarray, folds, jobs: int | Non
     return calibrated
 
 
-def _searches(estimator, grid: dict, problems: list[tuple], scoring, jobs: int | None, decisions: bool) -> list:
+def _searches(estimator, grid: dict, problems: list[tuple], scoring, jobs: int | None, decisions: bool,
+              cache_dir: str | None = None, score_lone_candidate: bool = True) -> list:
     """The grouped grid search of each `(X, y, folds)` problem, as `pipeline.model.search.SearchResult`s.
 
     Classifier-only grids share each fold's features across candidates and one worker pool across
@@ -233,7 +268,7 @@ def _searches(estimator, grid: dict, problems: list[tuple], scoring, jobs: int |
 
     if shares_features(grid):
         decisions = decisions and hasattr(estimator.named_steps["classifier"], "decision_function")
-        return grouped_searches(estimator, grid, problems, scoring, jobs, decisions)
+        return grouped_searches(estimator, grid, problems, scoring, jobs, decisions, cache_dir, score_lone_candidate)
     from sklearn.model_selection import GridSearchCV
 
     results = []
@@ -324,7 +359,8 @@ def run(params: dict) -> dict:
 
     rows, X, y, groups, identity = training_set(params)
     seed = int(params["seed"])
-    estimator, summary = fit_classifier(X, y, groups, params["train"], seed)
+    # The cross-validation fits are kept for the evaluate stage, whose outer folds are these folds.
+    estimator, summary = fit_classifier(X, y, groups, params["train"], seed, params["paths"].get("fit_cache"))
     meta = {
         "labels": [label for label in LABELS if label in set(y.tolist())],
         "embedding_model": identity,
