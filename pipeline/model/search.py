@@ -1,5 +1,6 @@
 """Grid search that fits the feature step once per fold, not once per candidate, for one training
-set or for several at once (the outer folds of a nested cross-validation).
+set or for several at once (the outer folds of a nested cross-validation), and never fits the same
+rows twice.
 
 Inputs:  an unfitted sklearn Pipeline `[("features", ...), ("classifier", ...)]` (from
          `pipeline.model.train.build_classifier`), a grid of `classifier__*` parameters, and one or more
@@ -7,7 +8,7 @@ Inputs:  an unfitted sklearn Pipeline `[("features", ...), ("classifier", ...)]`
 Outputs: one `SearchResult` per problem: the winner refitted on all its rows, its parameters,
          every candidate's mean fold score and (when asked) the winner's out-of-fold decision values.
 Params:  none of its own; `pipeline.model.train.fit_classifiers` passes `train.grid`,
-         `train.selection_metric` and `train.n_jobs`.
+         `train.selection_metric`, `train.n_jobs` and `paths.fit_cache`.
 
 It computes what `GridSearchCV(pipeline, grid, cv=folds, refit=True)` followed by
 `cross_val_predict(winner, cv=folds, method="decision_function")` compute, fit for fit: the same
@@ -16,9 +17,12 @@ of each fold is built once for all the candidates instead of once per candidate,
 out-of-fold decision values come from the fits already made. Both are deterministic, so the
 result (and the saved model) is the same; `tests/test_search.py` holds it to GridSearchCV.
 
-Several problems share one pool of worker processes: every (problem, fold) pair is one task and
-every refit another, so two cores stay busy through a nested cross-validation instead of waiting
-at the end of each outer fold for its slowest inner fold and then for its refit.
+Folds are keyed by the content of their training rows (`pipeline.model.fit_cache`): folds of
+different problems that train on the same rows are fitted once (in a nested cross-validation whose
+inner folds are the other outer folds, every pair of outer folds), and with a cache directory a
+fit made by an earlier call or stage is loaded instead of refitted. Every distinct fit and every
+refit is one task of a single pool of worker processes, so two cores stay busy through a nested
+cross-validation.
 """
 
 from __future__ import annotations
@@ -132,6 +136,8 @@ def grouped_searches(pipeline, grid: dict, problems: list[tuple], scoring, n_job
     (its mean score is then NaN). A ValueError from sklearn is raised as a `ProblemError` naming
     the problem.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from joblib import Parallel, delayed
     from sklearn.metrics import check_scoring
     from sklearn.model_selection import ParameterGrid
@@ -157,7 +163,11 @@ def grouped_searches(pipeline, grid: dict, problems: list[tuple], scoring, n_job
         return delayed(_as_problem_error)(job["problem"], _fit_and_score, pipeline, chosen, take(X, job["train"]),
                                           y[job["train"]], tests, scoring, decisions, cache.path(key), keep)
 
-    with Parallel(n_jobs=n_jobs) as parallel:
+    with Parallel(n_jobs=n_jobs) as parallel, ThreadPoolExecutor(max_workers=1) as thread:
+        # A lone problem with a lone candidate knows its winner already: its refit runs in a thread of
+        # this process while the workers fit the folds, instead of after them.
+        early = (thread.submit(_as_problem_error, 0, _refit, pipeline, candidates[0], *problems[0][:2])
+                 if len(problems) == 1 and len(candidates) == 1 else None)
         outputs = parallel(task(key, job, candidates, False) for key, job in jobs.items())
         per_fold: dict[tuple[int, int], tuple] = {}
         for job, (_, results) in zip(jobs.values(), outputs):
@@ -175,7 +185,7 @@ def grouped_searches(pipeline, grid: dict, problems: list[tuple], scoring, n_job
             # the cache predicts the same but pickles to other bytes, and the saved model is held
             # byte-identical to GridSearchCV's for any `n_jobs`.
             (X, y, _), (best, _) = problems[0], winners[0]
-            refitted = [_as_problem_error(0, _refit, pipeline, candidates[best], X, y)]
+            refitted = [early.result() if early else _as_problem_error(0, _refit, pipeline, candidates[best], X, y)]
         else:
             refit_jobs: dict[str, tuple] = {}  # problems with the same rows and winner share one refit
             for number, (best, _) in enumerate(winners):
