@@ -24,6 +24,7 @@ on the path of a cold `stance score`).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -37,14 +38,20 @@ _TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
 def analyze(text: str) -> list[str]:
     """Lower-cased, accent-stripped word unigrams and bigrams (tokens of two or more word characters)."""
-    folded = str(text).lower()
+    return list(_terms(str(text)))
+
+
+# Every fold of every search re-reads the same paragraphs: each worker tokenises a paragraph once.
+@functools.lru_cache(maxsize=65536)
+def _terms(text: str) -> tuple[str, ...]:
+    folded = text.lower()
     if not folded.isascii():  # ASCII has no accents to strip
         folded = unicodedata.normalize("NFKD", folded)
         marks = {ord(c): None for c in set(folded) if unicodedata.combining(c)}  # each distinct character once
         if marks:
             folded = folded.translate(marks)
     tokens = _TOKEN.findall(folded)
-    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+    return tuple(tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])])
 
 
 def embedding_columns(width: int, prefix: str = "e") -> list[str]:

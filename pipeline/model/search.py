@@ -111,14 +111,14 @@ def _as_problem_error(problem: int, work, *args):
         raise ProblemError(problem, str(exc) or type(exc).__name__) from None
 
 
-def _assembled(pipeline, fitted):
-    """A fitted Pipeline from (a copy of) a fitted feature step and classifier: problems that
-    shared the fit must not share an object that calibration scales in place."""
+def _assembled(pipeline, fitted, shared: bool = False):
+    """A fitted Pipeline from a fitted feature step and classifier, copied when several problems
+    share the fit (calibration scales a classifier in place)."""
     import copy
 
     from sklearn.pipeline import Pipeline
 
-    features, (classifier,) = copy.deepcopy(fitted)
+    features, (classifier,) = copy.deepcopy(fitted) if shared else fitted
     return Pipeline([("features", features), ("classifier", classifier)])
 
 
@@ -194,9 +194,9 @@ def grouped_searches(pipeline, grid: dict, problems: list[tuple], scoring, n_job
                                              "tests": []}, [candidates[best]]))
             fitted = dict(zip(refit_jobs, parallel(task(key, job, chosen, True)
                                                    for key, (job, chosen) in refit_jobs.items())))
-            refitted = [_assembled(pipeline, fitted[fit_key(pipeline_signature(pipeline, [candidates[best]]),
-                                                            digests[number])][0])
-                        for number, (best, _) in enumerate(winners)]
+            keys = [fit_key(pipeline_signature(pipeline, [candidates[best]]), digests[number])
+                    for number, (best, _) in enumerate(winners)]
+            refitted = [_assembled(pipeline, fitted[key][0], shared=keys.count(key) > 1) for key in keys]
     results = []
     for (X, y, folds), fold_results, (best, mean_scores), estimator in zip(problems, by_problem, winners, refitted):
         out_of_fold = None
