@@ -1,7 +1,7 @@
 """`stance labels check`: validate every label file, then list labels that look wrong.
 
 Inputs:  `paths.labels_dir`, `paths.paragraphs`, `paths.embeddings`.
-Params:  `seed`, `train.*`, `labels.priority`.
+Params:  `seed`, `train.*`, `labels.priority`, `paths.fit_cache` (the fits `dvc repro` left, reused).
 
 Schema problems (unknown labels, conflicts, bad headers) and labels of paragraphs no longer in the
 corpus (a document was edited or removed) are errors (non-zero exit); every such label is listed
@@ -112,7 +112,8 @@ def run_check(params: dict, limit: int = 20, width: int | None = None) -> list[i
         raise StanceError(f"{len(problems)} problems in the label files (listed above); for a paragraph no longer "
                           "in the corpus, remove its row and label the new text (`stance label`)")
     rows, X, y, groups, _ = training_set(params)
-    probabilities = oof_probabilities(X, y, groups, params["train"], int(params["seed"]))
+    probabilities = oof_probabilities(X, y, groups, params["train"], int(params["seed"]),
+                                      cache_dir=paths.get("fit_cache"))  # after `dvc repro`: every fit is there
     issues = suspected_issues(y, probabilities)
     title = f"{len(issues)} suspected label issues (out-of-fold, cleanlab)"
     top = f"top {min(limit, len(issues))}:"

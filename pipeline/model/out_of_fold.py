@@ -138,7 +138,8 @@ def classifier_fitter(train_params: dict, seed: int, cache_dir: str | None = Non
 
 
 def oof_probabilities(X: np.ndarray, y: np.ndarray, groups: np.ndarray, train_params: dict, seed: int,
-                      labels: tuple[str, ...] = LABELS) -> np.ndarray:
-    """Out-of-fold class probabilities (columns in `labels` order) of the configured model, nested grouped CV."""
+                      labels: tuple[str, ...] = LABELS, cache_dir: str | None = None) -> np.ndarray:
+    """Out-of-fold class probabilities (columns in `labels` order) of the configured model, nested
+    grouped CV; with `cache_dir`, the fits the train and evaluate stages already made are reused."""
     folds = outer_folds(y, groups, train_params, seed)
-    return cross_val_probabilities(classifier_fitter(train_params, seed), X, y, groups, folds, labels)
+    return cross_val_probabilities(classifier_fitter(train_params, seed, cache_dir), X, y, groups, folds, labels)
