@@ -148,6 +148,33 @@ def test_dvc_stages_name_code_that_exists():
     assert missing == []
 
 
+def stale_code_deps(lock_text: str, root: Path) -> list[str]:
+    """The code files a stage depends on whose md5 differs from the one dvc.lock recorded."""
+    import hashlib
+
+    import yaml
+
+    stale = []
+    for name, stage in (yaml.safe_load(lock_text).get("stages") or {}).items():
+        for dep in stage.get("deps", []):
+            path = root / dep["path"]
+            if dep["path"].endswith(".py") and path.is_file() and hashlib.md5(path.read_bytes()).hexdigest() != dep["md5"]:
+                stale.append(f"{name}: {dep['path']}")
+    return stale
+
+
+def test_dvc_lock_is_current_for_the_code_the_stages_run():
+    # Code changed without `dvc repro` (or `dvc commit`) would re-run stages on a fresh clone and
+    # leave its `git status` dirty: commit the lock file with the code.
+    assert stale_code_deps((PACKAGE.parent / "dvc.lock").read_text(encoding="utf-8"), PACKAGE.parent) == []
+
+
+def test_a_stale_lock_entry_is_found(tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\n", encoding="utf-8")
+    lock = "stages:\n  s:\n    deps:\n    - path: a.py\n      md5: 00000000000000000000000000000000\n"
+    assert stale_code_deps(lock, tmp_path) == ["s: a.py"]
+
+
 # -- the checks themselves can fail --------------------------------------------------------------
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
