@@ -17,6 +17,7 @@ from pipeline.errors import StanceError
 from pipeline.numerics import pin
 from pipeline.scoring.output import FORMATS  # plain Python, no rich: keeps `stance --help` fast
 
+
 class PlainUsage(TyperCommand):
     """Usage lines name arguments as the help lists them (`PATHS...`), without the braces Typer 0.28
     puts around required ones (`{PATHS...}`), which read as literal text."""
@@ -26,9 +27,16 @@ class PlainUsage(TyperCommand):
                 for piece in super().collect_usage_pieces(ctx)]
 
 
-app = typer.Typer(help="Stance of op-eds on China–US cooperation: favor, against or none, per paragraph.",
+class StanceTyper(typer.Typer):
+    """A Typer whose commands all print `PlainUsage` usage lines."""
+
+    def command(self, *args, cls=PlainUsage, **kwargs):
+        return super().command(*args, cls=cls, **kwargs)
+
+
+app = StanceTyper(help="Stance of op-eds on China–US cooperation: favor, against or none, per paragraph.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-labels_app = typer.Typer(help="Check, import, export and compare label files.", no_args_is_help=True)
+labels_app = StanceTyper(help="Check, import, export and compare label files.", no_args_is_help=True)
 app.add_typer(labels_app, name="labels")
 
 ParamsOption = typer.Option(Path("params.yaml"), "--params", help="Settings file.")
@@ -52,7 +60,7 @@ def _run(action) -> None:
         fail(str(exc))
 
 
-@app.command(cls=PlainUsage)
+@app.command()
 def prepare(params: Path = ParamsOption) -> None:
     """Split raw documents into paragraphs with stable ids (drops web boilerplate)."""
     from pipeline.corpus import prepare as stage
@@ -64,7 +72,7 @@ def prepare(params: Path = ParamsOption) -> None:
     _run(action)
 
 
-@app.command(cls=PlainUsage)
+@app.command()
 def embed(params: Path = ParamsOption) -> None:
     """Embed the prepared paragraphs (cached: only new or changed paragraphs are encoded)."""
     numerics = pin()  # before numpy and torch load
@@ -80,7 +88,7 @@ def embed(params: Path = ParamsOption) -> None:
         exit_now(0)
 
 
-@app.command(cls=PlainUsage)
+@app.command()
 def train(params: Path = ParamsOption) -> None:
     """Train the classifier, selecting hyper-parameters by document-grouped cross-validation."""
     numerics = pin()  # before numpy loads
@@ -95,7 +103,7 @@ def train(params: Path = ParamsOption) -> None:
     _run(action)
 
 
-@app.command(cls=PlainUsage)
+@app.command()
 def evaluate(params: Path = ParamsOption,
              check: bool = typer.Option(False, "--check", help="Quality gate (CI): print a summary of the metrics (the full "
                                         "report is reports/evaluation.md) and exit non-zero when f_avg is below "
@@ -133,7 +141,7 @@ def evaluate(params: Path = ParamsOption,
     _run(action)
 
 
-@app.command(cls=PlainUsage)
+@app.command()
 def hydrate(
     source: Optional[Path] = typer.Option(None, "--from", help="A folder of saved pages named <key>.txt or "
                                           "<key>.html (default: the pages already in paths.real_dir)."),
@@ -160,7 +168,7 @@ def hydrate(
     _run(action)
 
 
-@app.command(cls=PlainUsage)
+@app.command()
 def score(
     paths: List[str] = typer.Argument(..., metavar="PATHS...", help="Text, Markdown or HTML files, directories, "
                                       ".jsonl or .csv records, or - for stdin."),
@@ -213,7 +221,7 @@ def score(
     raise typer.Exit(code)
 
 
-@app.command(cls=PlainUsage)
+@app.command()
 def label(
     annotator: str = typer.Option(..., "--annotator", "-a", envvar="STANCE_ANNOTATOR",
                                   help="Your name: answers go to <labels_dir>/<annotator>.csv."),
@@ -236,7 +244,7 @@ def label(
     _run(action)
 
 
-@app.command(cls=PlainUsage)
+@app.command()
 def add(
     paths: Optional[List[str]] = typer.Argument(None, help=".txt, .md or .html files, or directories (searched "
                                                 "recursively). None: only complete an interrupted `stance add`."),
@@ -269,7 +277,7 @@ def add(
     _run(action)
 
 
-@labels_app.command("check", cls=PlainUsage)
+@labels_app.command("check")
 def labels_check(params: Path = ParamsOption,
                  limit: int = typer.Option(20, help="How many suspected label issues to list.")) -> None:
     """Validate every label file; list paragraphs whose labels look wrong (cleanlab)."""
@@ -278,7 +286,7 @@ def labels_check(params: Path = ParamsOption,
     _run(lambda: run_check(_params(params), limit))
 
 
-@labels_app.command("import", cls=PlainUsage)
+@labels_app.command("import")
 def labels_import(
     file: Path = typer.Argument(..., help="A Label Studio JSON export or a doccano JSONL export."),
     annotator: str = typer.Option(..., "--annotator", "-a", envvar="STANCE_ANNOTATOR",
@@ -304,7 +312,7 @@ def labels_import(
     _run(action)
 
 
-@labels_app.command("export", cls=PlainUsage)
+@labels_app.command("export")
 def labels_export(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here (atomically) instead of stdout."),
     annotator: Optional[str] = typer.Option(None, "--annotator", "-a",
@@ -328,7 +336,7 @@ def labels_export(
     _run(action)
 
 
-@labels_app.command("agreement", cls=PlainUsage)
+@labels_app.command("agreement")
 def labels_agreement(
     limit: int = typer.Option(20, help="Disagreements listed per pair of independent annotators (0 = all)."),
     disagreements: Optional[Path] = typer.Option(None, "--disagreements", help="Also write every disagreement between "
@@ -341,7 +349,7 @@ def labels_agreement(
     _run(lambda: run_agreement(_params(params), limit, disagreements))
 
 
-@app.command("export-dataset", cls=PlainUsage)
+@app.command("export-dataset")
 def export_dataset(
     directory: Path = typer.Argument(..., help="Output folder (created, or replaced if it holds a previous export)."),
     params: Path = ParamsOption,
@@ -359,7 +367,7 @@ def export_dataset(
     _run(action)
 
 
-@app.command("score-archive", cls=PlainUsage)
+@app.command("score-archive")
 def score_archive(
     input: Path = typer.Argument(..., help="A directory of partitions: .parquet or .jsonl files with id and text "
                                  "columns (and document, when rows are paragraphs)."),

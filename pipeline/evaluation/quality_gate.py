@@ -19,6 +19,7 @@ from pipeline import LABELS
 from pipeline.errors import StanceError
 from pipeline.terminal import MIN_WIDTH, shorten_middle, terminal_width
 
+
 def parse_metrics(text: str, source: str, hint: str = "re-run `dvc repro`") -> dict:
     """A metrics mapping with a numeric f_avg, or a StanceError naming `source` and what to do."""
     try:
