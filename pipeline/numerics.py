@@ -74,11 +74,20 @@ def has_avx2(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     fault on a forced Haswell kernel without it; elsewhere, e.g. on ARM, the variables mean nothing)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        flags = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    flags = _cpuinfo_field("flags", cpuinfo)
+    if flags is None:
         return True  # no /proc (macOS, Windows): every x86-64 Mac or PC of the last decade has AVX2
-    return re.search(r"^flags\s*:.*\bavx2\b", flags, flags=re.MULTILINE) is not None
+    return "avx2" in flags.split()
+
+
+def _cpuinfo_field(name: str, cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The first `name : value` line of /proc/cpuinfo ("" when absent), or None without the file."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    match = re.search(rf"^{re.escape(name)}\s*:\s*(.*)$", text, flags=re.MULTILINE)
+    return match.group(1).strip() if match else ""
 
 
 def pin() -> str:
@@ -111,11 +120,6 @@ def signature() -> str:
     names = [*PINNED, NUMPY_VARIABLE]
     if is_pinned():
         return "pinned " + " ".join(f"{name}={os.environ.get(name, '')}" for name in names)
-    model = ""
-    try:
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(errors="replace"), re.M)
-        model = match.group(1).strip() if match else ""
-    except OSError:
-        pass
+    model = _cpuinfo_field("model name")
     settings = " ".join(f"{name}={os.environ[name]}" for name in names if name in os.environ)
     return f"native {platform.machine()} {model or platform.processor()} {settings}".strip()

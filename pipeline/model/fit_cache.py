@@ -22,6 +22,7 @@ most recently used entries up to `LIMIT_BYTES`; a damaged entry is refitted and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -33,8 +34,10 @@ LIMIT_BYTES = 512 * 1024 * 1024  # about 25 evaluate runs of the shipped model's
 ENTRY_LIMIT_BYTES = 16 * 1024 * 1024  # larger fits (a k-NN keeps its training rows) are not worth the disk
 
 
+@functools.lru_cache(maxsize=1)
 def code_signature() -> str:
-    """What a fit depends on besides its inputs: library versions, the feature code, the numerics."""
+    """What a fit depends on besides its inputs: library versions, the feature code, the numerics
+    (fixed for a process: the numerics are pinned before numpy loads)."""
     import scipy
     import sklearn
 

@@ -43,9 +43,8 @@ def inner_folds(folds, number: int, train_idx: np.ndarray) -> list[tuple[np.ndar
     `pipeline.model.search` fits each pair once, and the outer parts' own fits are the train stage's
     cross-validation fits (the same folds over all the labelled rows).
     """
-    size = max((int(np.max(rows)) + 1 for fold in folds for rows in fold if len(rows)), default=0)
-    owner = np.full(max(size, int(np.max(train_idx)) + 1 if len(train_idx) else 0), -1)
-    for other, (_, test_idx) in enumerate(folds):
+    owner = np.full(max((int(rows.max()) + 1 for fold in folds for rows in fold if len(rows)), default=0), -1)
+    for other, (_, test_idx) in enumerate(folds):  # train_idx lies within the folds' rows
         owner[test_idx] = other
     part = owner[train_idx]
     inner = [(np.flatnonzero(part != other), np.flatnonzero(part == other))

@@ -187,15 +187,14 @@ def grouped_searches(pipeline, grid: dict, problems: list[tuple], scoring, n_job
             (X, y, _), (best, _) = problems[0], winners[0]
             refitted = [early.result() if early else _as_problem_error(0, _refit, pipeline, candidates[best], X, y)]
         else:
+            keys = [fit_key(pipeline_signature(pipeline, [candidates[best]]), digests[number])
+                    for number, (best, _) in enumerate(winners)]
             refit_jobs: dict[str, tuple] = {}  # problems with the same rows and winner share one refit
-            for number, (best, _) in enumerate(winners):
-                key = fit_key(pipeline_signature(pipeline, [candidates[best]]), digests[number])
+            for number, (key, (best, _)) in enumerate(zip(keys, winners)):
                 refit_jobs.setdefault(key, ({"problem": number, "train": np.arange(len(problems[number][1])),
                                              "tests": []}, [candidates[best]]))
             fitted = dict(zip(refit_jobs, parallel(task(key, job, chosen, True)
                                                    for key, (job, chosen) in refit_jobs.items())))
-            keys = [fit_key(pipeline_signature(pipeline, [candidates[best]]), digests[number])
-                    for number, (best, _) in enumerate(winners)]
             refitted = [_assembled(pipeline, fitted[key][0], shared=keys.count(key) > 1) for key in keys]
     results = []
     for (X, y, folds), fold_results, (best, mean_scores), estimator in zip(problems, by_problem, winners, refitted):

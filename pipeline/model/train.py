@@ -205,8 +205,8 @@ def fit_classifiers(parts: list[tuple], train_params: dict, seed: int, names: li
     problems = []
     for number, (X, y, groups, *folds) in enumerate(parts):
         with naming_part(names, number):
-            problems.append((X, y, folds[0] if folds and folds[0] is not None
-                             else grouped_folds(y, groups, int(train_params.get("cv_folds", 5)), seed)))
+            problems.append((X, y, folds[0] if folds else grouped_folds(y, groups, int(train_params.get("cv_folds", 5)),
+                                                                        seed)))
     grid = grid_for_pipeline(train_params.get("grid"))
     metric = train_params.get("selection_metric", "f_avg")
     jobs = n_jobs(train_params)
