@@ -95,3 +95,36 @@ def test_real_export_agrees_with_pytorch_and_scores_without_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 384) []"
+
+
+class _CoreFailing:
+    """An openvino.Core whose compile fails through the blob cache, or always."""
+
+    def __init__(self, always: bool, calls: list):
+        self.always, self.calls, self.cached = always, calls, False
+
+    def set_property(self, properties):
+        self.cached = "CACHE_DIR" in properties
+
+    def compile_model(self, *args):
+        self.calls.append(self.cached)
+        if self.always or self.cached:
+            raise RuntimeError("torn blob")
+        return "compiled"
+
+
+def test_a_compile_failure_is_retried_without_the_blob_cache_before_the_export_is_removed(tmp_path):
+    from types import SimpleNamespace
+
+    directory = tmp_path / "exports" / "key"
+    directory.mkdir(parents=True)
+    encoder = OpenVINOEmbedder(str(MODEL_DIR), export_dir=tmp_path / "exports")
+    calls: list = []
+    ov = SimpleNamespace(Core=lambda: _CoreFailing(False, calls))
+    assert encoder._compile(ov, directory) == "compiled" and calls == [True, False]
+    assert directory.exists()  # a torn blob cache does not cost the export
+
+    ov = SimpleNamespace(Core=lambda: _CoreFailing(True, calls))
+    with pytest.raises(StanceError, match="cannot load the OpenVINO export .RuntimeError.; it was removed"):
+        encoder._compile(ov, directory)
+    assert not directory.exists()

@@ -78,3 +78,51 @@ def test_a_valid_export_is_reused_not_rebuilt(tmp_path, monkeypatch):
                                    tiny_reference(probes, layout))
     monkeypatch.setattr(openvino_export, "export_model", lambda *a, **k: pytest.fail("re-exported a valid export"))
     assert openvino_export.ensure_export(MODEL_DIR, "tiny@1", layout, tmp_path) == directory
+
+
+def test_processes_needing_the_same_export_at_once_make_it_once(tmp_path, monkeypatch):
+    """Two Dask workers on a fresh machine both need the export: one makes it, the other waits and
+    reuses it (before the lock, the second replaced the first's export while it was loading)."""
+    import threading
+
+    import openvino as ov
+
+    layout = EncoderLayout(64, "mean", True, 2)
+    probes = ["one probe", "another probe"]
+    exports = []
+
+    def slow_export(location, identity, layout_, directory):
+        exports.append(identity)
+        threading.Event().wait(0.3)  # long enough for the other caller to arrive meanwhile
+        openvino_export.install_export(tiny_network(), location, identity, layout_, directory, probes,
+                                       tiny_reference(probes, layout_))
+
+    monkeypatch.setattr(openvino_export, "export_model", slow_export)
+    results = []
+    callers = [threading.Thread(target=lambda: results.append(
+        openvino_export.ensure_export(MODEL_DIR, "tiny@1", layout, tmp_path, ov))) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert exports == ["tiny@1"]
+    assert results == [tmp_path / openvino_export.export_key("tiny@1", ov.get_version())] * 2
+
+
+def test_an_installed_valid_export_is_never_replaced(tmp_path):
+    layout = EncoderLayout(64, "mean", True, 2)
+    probes = ["one probe", "another probe"]
+    directory = tmp_path / "key"
+    first = openvino_export.install_export(tiny_network(), MODEL_DIR, "tiny@1", layout, directory, probes,
+                                           tiny_reference(probes, layout))
+    inode = (directory / "model.bin").stat().st_ino
+    second = openvino_export.install_export(tiny_network(), MODEL_DIR, "tiny@1", layout, directory, probes,
+                                            tiny_reference(probes, layout))
+    assert second == first and (directory / "model.bin").stat().st_ino == inode  # the same files, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key"]  # the second staging was removed
+
+    (directory / "model.bin").write_bytes(b"damaged")
+    openvino_export.install_export(tiny_network(), MODEL_DIR, "tiny@1", layout, directory, probes,
+                                   tiny_reference(probes, layout))
+    assert openvino_export._valid_manifest(json.loads((directory / "manifest.json").read_text()), directory,
+                                           "tiny@1")  # a damaged one is replaced

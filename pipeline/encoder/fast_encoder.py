@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 from pipeline.encoder.identity import DEFAULT_MODEL, model_identity, resolve_model, resolve_precision
-from pipeline.encoder.openvino_export import ensure_export, existing_export
+from pipeline.encoder.openvino_export import ensure_export, existing_export, export_lock
 from pipeline.encoder.openvino_runtime import (CompiledEncoder, EncoderLayout, compile_config, encoder_layout,
                                                import_openvino, load_tokenizer)
 from pipeline.errors import StanceError
@@ -122,20 +122,32 @@ class OpenVINOEmbedder(CompiledEncoder):
                      else existing_export(self.model_identity, self.export_root, ov))
         if directory is None:
             return
-        core = ov.Core()
-        try:
-            core.set_property({"CACHE_DIR": str(directory / "compiled")})
-        except Exception:  # noqa: BLE001 - a read-only cache only costs load time
-            pass
-        try:  # by path: on a cache hit OpenVINO loads the compiled blob without reading the IR
-            compiled = core.compile_model(str(directory / "model.xml"), "CPU", compile_config(self.precision))
-        except Exception as exc:  # noqa: BLE001 - a damaged export is removed and remade next time
-            shutil.rmtree(directory, ignore_errors=True)
-            raise StanceError(f"{directory}: cannot load the OpenVINO export ({type(exc).__name__}); it was "
-                              f"removed and will be re-exported on the next run") from None
+        compiled = self._compile(ov, directory)
         self._inputs = [port.get_any_name() for port in compiled.inputs]
         self._request = ov.AsyncInferQueue(compiled, 0)  # one request per stream
         if tokenizer:
             self._tokenizer = load_tokenizer(directory / "tokenizer.json", layout.max_length)
         self._layout = layout
         self.export_path = directory
+
+    def _compile(self, ov, directory: Path):
+        """The compiled export, through OpenVINO's blob cache in `directory/compiled` when it works.
+
+        A failure is first retried from the IR alone, since a torn blob (another process writing
+        the cache) is not a damaged export; only an export that cannot compile at all is removed.
+        """
+        for cached in (True, False):
+            core = ov.Core()
+            if cached:
+                try:
+                    core.set_property({"CACHE_DIR": str(directory / "compiled")})
+                except Exception:  # noqa: BLE001 - a read-only cache only costs load time
+                    pass
+            try:  # by path: on a cache hit OpenVINO loads the compiled blob without reading the IR
+                return core.compile_model(str(directory / "model.xml"), "CPU", compile_config(self.precision))
+            except Exception as exc:  # noqa: BLE001 - decided below
+                error = exc
+        with export_lock(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+        raise StanceError(f"{directory}: cannot load the OpenVINO export ({type(error).__name__}); it was "
+                          f"removed and will be re-exported on the next run") from None

@@ -10,8 +10,10 @@ Params:  none read here (`pipeline.encoder.fast_encoder` passes the export direc
 The export is made once, on first use (this needs torch and sentence-transformers, which are
 installed anyway), and only installed after it agrees with the PyTorch model: every probe text
 must embed at cosine >= AGREEMENT_FLOOR to sentence-transformers fp32, in fp32 and in bf16. It is
-staged beside its final directory and renamed into place, so a crash or a concurrent export never
-leaves a half-written export that looks valid.
+staged beside its final directory and renamed into place, so a crash never leaves a half-written
+export that looks valid. Processes that need the same export at once (Dask workers on a fresh
+machine) take turns under a file lock beside it: one exports, the others wait and reuse its work,
+and an installed valid export is never replaced while another process may be reading it.
 """
 
 from __future__ import annotations
@@ -85,9 +87,20 @@ def ensure_export(location: Path, identity: str, layout: EncoderLayout, root: Pa
     directory = Path(root) / export_key(identity, ov.get_version())
     if existing_export(identity, root, ov) is not None:
         return directory
-    print(f"exporting {identity} to OpenVINO in {directory} (once; checked against PyTorch)...", file=sys.stderr)
-    export_model(location, identity, layout, directory)
+    with export_lock(directory):
+        if existing_export(identity, root, ov) is None:  # nobody exported it while we waited
+            print(f"exporting {identity} to OpenVINO in {directory} (once; checked against PyTorch)...",
+                  file=sys.stderr)
+            export_model(location, identity, layout, directory)
     return directory
+
+
+def export_lock(directory: Path):
+    """The inter-process lock that whoever exports, or removes, `directory` holds."""
+    from filelock import FileLock
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(directory.with_name(f".{directory.name}.lock")))
 
 
 def _valid_manifest(manifest, directory: Path, identity: str) -> bool:
@@ -193,15 +206,14 @@ def install_export(converted, location: Path, identity: str, layout: EncoderLayo
         if not ok:
             raise StanceError(f"{directory}: the OpenVINO export of {identity} disagrees with PyTorch (minimum "
                               f"cosine {agreement} < {floor}); set embedding.backend: torch")
-        if directory.exists():  # an older or damaged export (a valid one is never rebuilt)
+        installed = read_json(directory / "manifest.json")
+        if _valid_manifest(installed, directory, identity):
+            return installed  # another process installed one first: keep it, it may be in use
+        if directory.exists():  # an older or damaged export
             trash = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(directory, trash)
             shutil.rmtree(trash, ignore_errors=True)
-        try:
-            os.replace(staging, directory)
-        except OSError:
-            if not _valid_manifest(read_json(directory / "manifest.json"), directory, identity):
-                raise  # not a concurrent export that finished first: a real error
+        os.replace(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
