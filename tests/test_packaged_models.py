@@ -44,7 +44,29 @@ def test_a_wrong_or_truncated_part_is_refused_and_nothing_is_unpacked(tmp_path):
     with pytest.raises(StanceError, match=r"joined model parts have sha256 .* expected .*reinstall the parts"):
         assemble(pieces, sha, tmp_path / "cache" / "tiny")
     assert not (tmp_path / "cache" / "tiny").exists()
-    assert list((tmp_path / "cache").iterdir()) == []  # no half-written folder left behind
+    assert [p for p in (tmp_path / "cache").iterdir() if p.is_dir()] == []  # no half-written folder left behind
+
+
+def test_processes_starting_together_assemble_once_and_share_it(tmp_path, monkeypatch):
+    import threading
+
+    pieces, sha = split_zip(tmp_path)
+    real, calls = packaged_models._assemble_unlocked, []
+
+    def slow_assemble(*args):
+        calls.append(args)
+        threading.Event().wait(0.3)  # the other caller arrives meanwhile and must wait, not rebuild
+        real(*args)
+
+    monkeypatch.setattr(packaged_models, "_assemble_unlocked", slow_assemble)
+    roots = []
+    callers = [threading.Thread(target=lambda: roots.append(assemble(pieces, sha, tmp_path / "cache" / "tiny")))
+               for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(calls) == 1 and len(roots) == 2 and roots[0] == roots[1] and roots[0].name == "tiny-model"
 
 
 def test_missing_part_packages_are_named(monkeypatch):

