@@ -160,7 +160,8 @@ def test_a_different_precision_is_noted_not_refused(shared_project, fake_embedde
 
 
 @pytest.mark.parametrize("key, value", [("uncertain_below", 1.5), ("document_min_share", "a lot"),
-                                        ("out_of_domain_percentile", 101), ("explain_neighbours", 0)])
+                                        ("out_of_domain_percentile", 101), ("explain_neighbours", 0),
+                                        ("sentence_weight", -0.5)])
 def test_bad_score_params_are_clear_errors(key, value):
     with pytest.raises(StanceError, match=f"params.yaml: score.{key} must be"):
         score_settings({"score": {key: value}})
@@ -311,3 +312,28 @@ def test_an_unknown_verdict_rule_is_refused():
 
     with pytest.raises(StanceError, match=r"score.verdict_rule must be one of mass, count, got 'vote'"):
         score_settings({"score": {"verdict_rule": "vote"}})
+
+
+def test_a_paragraph_blends_with_its_strongest_sentence(scorer):
+    """A plain opening sentence and one that takes a side: the paragraph reads with the second."""
+    from pipeline.model.features import document_context
+    from pipeline.scoring.sentences import split_sentences
+
+    paragraph = f"{NONE[0]} {FAVOR[1]}"
+    document = Document("d", [paragraph, NONE[1]])
+    scorer.sentence_weight = 0.0
+    alone = score_documents([document], scorer)[0]["paragraphs"]
+    scorer.sentence_weight = 0.5
+    blended = score_documents([document], scorer)[0]["paragraphs"]
+    assert blended[1]["probabilities"] == alone[1]["probabilities"]  # one sentence: scored whole
+    X = scorer.embed(document.paragraphs)
+    context = document_context(X, np.zeros(2, dtype=int))
+    sentences = split_sentences(paragraph)
+    assert sentences == [NONE[0], FAVOR[1]]
+    per_sentence = scorer.classify(sentences, scorer.embed(sentences), context[[0, 0]])
+    strongest = per_sentence[per_sentence[:, LABELS.index("none")].argmin()]
+    assert strongest[LABELS.index("favor")] > strongest[LABELS.index("none")]
+    expected = 0.5 * np.array([alone[0]["probabilities"][label] for label in LABELS]) + 0.5 * strongest
+    assert [blended[0]["probabilities"][label] for label in LABELS] == pytest.approx(expected, abs=1e-4)
+    assert blended[0]["probabilities"]["favor"] > alone[0]["probabilities"]["favor"]
+    assert scorer.probabilities(document.paragraphs)[0] == pytest.approx(expected, abs=1e-4)

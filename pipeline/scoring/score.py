@@ -7,7 +7,11 @@ Outputs: per paragraph a label, the three probabilities, an `uncertain` flag and
          per document a verdict, the probability mass and share of paragraphs per label, and the
          most decisive paragraphs.
 Params:  `embedding.*`, `score.uncertain_below`, `score.document_min_share`,
-         `score.out_of_domain_percentile`, `score.explain_neighbours`, `score.decisive_paragraphs`.
+         `score.out_of_domain_percentile`, `score.explain_neighbours`, `score.decisive_paragraphs`,
+         `score.sentence_weight`.
+
+A paragraph's probabilities blend the whole paragraph's with those of its strongest sentence
+(`pipeline.scoring.sentences`), weighted by `score.sentence_weight` (0 = the paragraph alone).
 
 Paragraph rules: `uncertain` when the top probability is below `score.uncertain_below`.
 `out_of_domain` when the paragraph's nearest labelled training paragraph is less similar than the
@@ -52,7 +56,7 @@ CHUNK_PARAGRAPHS = 128  # paragraphs per encoder call, across documents (also th
 # paragraph this close to the out-of-domain threshold is in domain whatever company it is scored in.
 SIMILARITY_TOLERANCE = 1e-6
 DEFAULTS = {"uncertain_below": 0.5, "document_min_share": 0.25, "verdict_rule": "mass", "out_of_domain_percentile": 2.0,
-            "explain_neighbours": 3, "decisive_paragraphs": 3}
+            "explain_neighbours": 3, "decisive_paragraphs": 3, "sentence_weight": 0.0}
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Scorer:
     ood_threshold: float | None = None
     explain_neighbours: int = DEFAULTS["explain_neighbours"]
     decisive_paragraphs: int = DEFAULTS["decisive_paragraphs"]
+    sentence_weight: float = DEFAULTS["sentence_weight"]
     cache: EmbeddingCache | None = None
     chunk: int = CHUNK_PARAGRAPHS
     notes: list[str] = field(default_factory=list)  # things the user should know (printed on stderr)
@@ -91,11 +96,35 @@ class Scorer:
         return out
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        """Probabilities of the paragraphs of one document."""
+        """Probabilities of the paragraphs of one document, as `score_documents` gives them."""
         from pipeline.model.features import document_context
 
         X = self.embed(texts)
-        return self.classify(texts, X, document_context(X, np.zeros(len(texts), dtype=int)))
+        context = document_context(X, np.zeros(len(texts), dtype=int))
+        return self.with_sentences(texts, self.classify(texts, X, context), context)
+
+    def with_sentences(self, paragraphs: list[str], probabilities: np.ndarray, context: np.ndarray,
+                       sentence_vectors: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """`probabilities` blended with each paragraph's strongest sentence (see
+        `pipeline.scoring.sentences`); `sentence_vectors` holds embeddings already made."""
+        from pipeline.scoring.sentences import blend_strongest_sentence, split_sentences
+
+        if not self.sentence_weight:
+            return probabilities
+        sentences = [(row, sentence) for row, text in enumerate(paragraphs) for sentence in split_sentences(text)]
+        if not sentences:
+            return probabilities
+        owner = np.array([row for row, _ in sentences])
+        texts = [sentence for _, sentence in sentences]
+        vectors = sentence_vectors or {}
+        missing = [text for text in dict.fromkeys(texts) if text not in vectors]
+        if missing:
+            vectors = {**vectors, **dict(zip(missing, self.embed(missing)))}
+        found = np.zeros((len(texts), len(LABELS)))
+        for start in range(0, len(texts), self.chunk):
+            rows = slice(start, start + self.chunk)
+            found[rows] = self.classify(texts[rows], np.stack([vectors[t] for t in texts[rows]]), context[owner[rows]])
+        return blend_strongest_sentence(probabilities, found, owner, LABELS.index("none"), self.sentence_weight)
 
 
 def check_embedding_identity(meta: dict, identity: str, meta_path: str = "models/model.json") -> None:
@@ -113,7 +142,7 @@ def _precision(identity: str) -> str:
 def score_settings(params: dict) -> dict:
     """The `score:` section with defaults, validated."""
     settings = {**DEFAULTS, **(params.get("score") or {})}
-    for key in ("uncertain_below", "document_min_share"):
+    for key in ("uncertain_below", "document_min_share", "sentence_weight"):
         value = settings[key]
         if not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise StanceError(f"params.yaml: score.{key} must be a number within 0-1, got {value!r}")
@@ -144,7 +173,8 @@ def load_scorer(params: dict, embedder: Embedder | None = None, explain: bool = 
     scorer = Scorer(estimator, embedder, meta, float(settings["uncertain_below"]),
                     float(settings["document_min_share"]), settings["verdict_rule"],
                     explain_neighbours=settings["explain_neighbours"],
-                    decisive_paragraphs=settings["decisive_paragraphs"])
+                    decisive_paragraphs=settings["decisive_paragraphs"],
+                    sentence_weight=float(settings["sentence_weight"]))
     trained_precision = _precision(meta.get("embedding_model", ""))
     current_precision = _precision(embedder.identity)
     if trained_precision and current_precision and trained_precision != current_precision:
@@ -241,9 +271,17 @@ def score_documents(documents: list[Document], scorer: Scorer, progress=None, ex
     # Longest first across all documents: each chunk holds paragraphs of like length, so the
     # encoder's batches pad as little as if it saw every paragraph at once.
     order = np.argsort([-len(text) for text in flat], kind="stable")
+    sentence_vectors: dict[str, np.ndarray] = {}
     for start in range(0, len(flat), scorer.chunk):
         chunk = order[start:start + scorer.chunk]
         X = scorer.embed([flat[i] for i in chunk])
+        if scorer.sentence_weight:  # here, so that progress counts the sentences' time too
+            from pipeline.scoring.sentences import split_sentences
+
+            sentences = [s for i in chunk for s in split_sentences(flat[i]) if s not in sentence_vectors]
+            sentences = sorted(dict.fromkeys(sentences), key=len, reverse=True)
+            if sentences:
+                sentence_vectors.update(zip(sentences, scorer.embed(sentences)))
         if embeddings is None:
             embeddings = np.zeros((len(flat), X.shape[1]), dtype=np.asarray(X).dtype)
         embeddings[chunk] = X
@@ -259,6 +297,7 @@ def score_documents(documents: list[Document], scorer: Scorer, progress=None, ex
     for start in range(0, len(flat), scorer.chunk):  # in chunks: memory stays bounded for any number of paragraphs
         rows = slice(start, start + scorer.chunk)
         probabilities[rows] = scorer.classify(flat[rows], embeddings[rows], context[rows])
+    probabilities = scorer.with_sentences(flat, probabilities, context, sentence_vectors)
     if reference is not None and k:
         out_of_domain = similarities[:, 0] < scorer.ood_threshold - SIMILARITY_TOLERANCE
     else:

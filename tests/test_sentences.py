@@ -1,0 +1,67 @@
+"""The strongest sentence: the sentence rule and the blend (pipeline.scoring.sentences)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.scoring.sentences import MIN_SENTENCE_WORDS, blend_strongest_sentence, split_sentences
+
+
+def test_sentences_split_at_full_stops_but_not_after_abbreviations_or_initials():
+    text = ("Mr. Kim met U.S. envoys in Seoul on Monday. The talks ended without a statement! "
+            "Gen. Lee said the drills would go on as planned. \"Both sides must act now,\" he added. Short one.")
+    assert split_sentences(text) == [
+        "Mr. Kim met U.S. envoys in Seoul on Monday.",
+        "The talks ended without a statement!",
+        "Gen. Lee said the drills would go on as planned.",
+        "\"Both sides must act now,\" he added.",
+    ]  # "Short one." has too few words to be scored on its own
+    assert split_sentences("John F. Kennedy spoke of it in 1961. It took another forty years.") == [
+        "John F. Kennedy spoke of it in 1961.", "It took another forty years."]
+
+
+def test_a_paragraph_left_with_one_sentence_is_scored_whole():
+    assert split_sentences("One sentence with several words in it.") == []
+    assert split_sentences("A sentence with enough words. Too short.") == []
+    assert split_sentences("") == []
+
+
+@given(st.lists(st.sampled_from(["Beijing", "agreed", "to", "the", "plan.", "U.S.", "Talks", "failed!", "2017",
+                                 "\"We", "will", "act.\"", "Mr.", "Kim", "said", "so?"]), max_size=40))
+def test_sentences_are_pieces_of_the_paragraph_in_order(words):
+    text = " ".join(words)
+    sentences = split_sentences(text)
+    assert len(sentences) != 1
+    position = 0
+    for sentence in sentences:
+        assert len(sentence.split()) >= MIN_SENTENCE_WORDS
+        found = text.find(sentence, position)
+        assert found >= position  # a verbatim piece, after the previous one
+        position = found + len(sentence)
+
+
+def test_the_blend_takes_the_sentence_least_likely_none():
+    paragraphs = np.array([[0.2, 0.2, 0.6], [0.3, 0.3, 0.4], [0.1, 0.1, 0.8]])  # favor, against, none
+    sentences = np.array([[0.1, 0.1, 0.8], [0.7, 0.1, 0.2], [0.2, 0.5, 0.3], [0.1, 0.6, 0.3]])
+    owner = np.array([0, 0, 1, 1])
+    blended = blend_strongest_sentence(paragraphs, sentences, owner, none_column=2, weight=0.5)
+    np.testing.assert_allclose(blended[0], [0.45, 0.15, 0.4])  # its second sentence
+    np.testing.assert_allclose(blended[1], [0.25, 0.4, 0.35])  # a tie on none: the first of them
+    np.testing.assert_allclose(blended[2], paragraphs[2])  # no sentences: unchanged
+    np.testing.assert_allclose(blended.sum(axis=1), 1.0)
+    np.testing.assert_allclose(blend_strongest_sentence(paragraphs, sentences, owner, 2, 0.0), paragraphs)
+    np.testing.assert_allclose(blend_strongest_sentence(paragraphs, sentences, owner, 2, 1.0)[0], sentences[1])
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_order_of_the_sentences_does_not_matter(weight):
+    rng = np.random.default_rng(0)
+    paragraphs = rng.dirichlet(np.ones(3), size=5)
+    sentences = rng.dirichlet(np.ones(3), size=12)
+    owner = rng.integers(0, 5, size=12)
+    shuffled = rng.permutation(12)
+    np.testing.assert_allclose(blend_strongest_sentence(paragraphs, sentences, owner, 2, weight),
+                               blend_strongest_sentence(paragraphs, sentences[shuffled], owner[shuffled], 2, weight))
