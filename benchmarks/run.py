@@ -479,9 +479,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retraining-only", action="store_true",
                         help="measure only the training path, the scoring path against it and retraining; merged "
                              "into the report (the other sections stay as their run left them)")
+    parser.add_argument("--scoring-only", action="store_true",
+                        help="measure only `stance score` (many documents, and one cold) with the committed model, "
+                             "with and without the strongest-sentence reading; merged into the report")
     args = parser.parse_args(argv)
     if args.retraining_only:
         return retraining_only(args)
+    if args.scoring_only:
+        return scoring_only(args)
     if args.quick:
         args.paragraphs, args.repeats, args.documents, args.batch_sizes, args.e2e_paragraphs = 200, 1, 20, "16,64", 200
     os.chdir(ROOT)
@@ -552,6 +557,35 @@ def retraining_only(args) -> int:
                                              "precision_check": run["precision_check"]})
     if all(key in merged for key in ("machine", "corpus", "raw_encode", "batch_sweep", "end_to_end", "cold_start")):
         merged = merge_json_atomic(args.output, {"markdown": markdown(merged)})
+    print(json.dumps(run, indent=1))
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def scoring_only(args) -> int:
+    """`stance score` as shipped and with `score.sentence_weight: 0`, against raw encode, on the
+    committed model (no training: the model and its reference set are copied)."""
+    os.chdir(ROOT)
+    params = load_params(ROOT / "params.yaml")
+    run = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "load_average_at_start": list(os.getloadavg()),
+           "machine": machine(), "sentence_weight": (params.get("score") or {}).get("sentence_weight", 0.0)}
+    texts = corpus.generate(args.e2e_paragraphs, seed=11)
+    run["corpus"] = token_stats(texts)
+    for name, weight in (("shipped", None), ("paragraphs_only", 0.0)):
+        work = temporary_project(params)
+        try:
+            shutil.copytree(ROOT / Path(params["paths"]["model"]).parent, work / Path(params["paths"]["model"]).parent)
+            if weight is not None:
+                local = yaml.safe_load((work / "params.yaml").read_text(encoding="utf-8"))
+                local["score"]["sentence_weight"] = weight
+                (work / "params.yaml").write_text(yaml.safe_dump(local, sort_keys=False), encoding="utf-8")
+            log(f"stance score, {name} ...")
+            run[f"end_to_end_{name}"] = end_to_end(work, params, texts, args.documents, args.repeats)
+            run[f"cold_start_{name}"] = cold_start(work, max(args.repeats, 5))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    run["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    merge_json_atomic(args.output, {"scoring_run": run})
     print(json.dumps(run, indent=1))
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
