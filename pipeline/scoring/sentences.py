@@ -50,7 +50,7 @@ def split_sentences(text: str) -> list[str]:
     sentences, start = [], 0
     for match in _BOUNDARY.finditer(text):
         head = text[start:match.start()]
-        if _ends_with_abbreviation(text[:match.start()]):
+        if _ends_with_abbreviation(text[max(start, match.start() - 40):match.start()]):  # the last word is enough
             continue
         sentences.append((head + match.group(0)).strip())
         start = match.end()
