@@ -24,7 +24,10 @@ def results(explain=False):
     evidence = [{"label": "favor", "document": "2017-a-very-long-document-slug-from-the-training-corpus",
                  "similarity": 0.7312, "id": "pabc", "text": "A training paragraph about joint sanctions."},
                 {"label": "none", "document": "1999-b", "similarity": 0.5, "id": "pdef", "text": "Background."}]
-    paras = [paragraph(0, "favor", (0.8, 0.1, 0.1), LONG), paragraph(1, "against", (0.3, 0.45, 0.25), "Short one."),
+    strongest = {"label": "favor", "probabilities": {"favor": 0.9, "against": 0.05, "none": 0.05},
+                 "text": "Washington and Beijing jointly drafted the resolution."}
+    paras = [paragraph(0, "favor", (0.8, 0.1, 0.1), LONG, strongest_sentence=strongest),
+             paragraph(1, "against", (0.3, 0.45, 0.25), "Short one."),
              {**paragraph(2, "none", (0.9, 0.05, 0.05), "The derby went to extra time."), "out_of_domain": True}]
     if explain:
         for p in paras:
@@ -50,6 +53,24 @@ def test_table_fits_80_columns_without_colour(explain):
     assert "verdict FAVOR" in text and "off-topic" in text and "against?" in text
     assert any(line.lstrip().startswith("0*") for line in lines)
     assert ("↳ favor" in text) == explain and ("sim 0.73" in text) == explain
+    sentence_rows = [line.split() for line in lines if line.startswith(" ") and line.lstrip().startswith("›")]
+    assert sentence_rows == ([["›", "favor", "sentence", "Washington", "and", "Beijing", "jointly", "drafted", "the…"]]
+                             if explain else [])  # the strongest sentence, before the evidence
+    assert ("› the paragraph's strongest sentence" in text) == explain  # and its key
+
+
+@pytest.mark.parametrize("explain", [False, True])
+def test_the_strongest_sentence_shows_with_the_evidence(explain):
+    wide = to_table(results(explain), width=80, wide=True)
+    assert max(cell_len(line) for line in wide.splitlines()) <= 80
+    assert any(line.split()[:3] == ["›", "favor", "sentence"] for line in wide.splitlines()) == explain
+    if explain:
+        lines = wide.splitlines()
+        assert [i for i, line in enumerate(lines) if "› favor" in line][0] < [i for i, line in enumerate(lines) if "↳ favor" in line][0]
+    markdown = render(results(explain), "markdown")
+    assert ("sentence favor (Washington and Beijing jointly drafted the resolution.)" in markdown) == explain
+    record = json.loads(render(results(explain), "jsonl").splitlines()[0])
+    assert record["strongest_sentence"]["label"] == "favor"  # machine formats carry it always
 
 
 def test_table_key_explains_only_the_marks_it_shows():

@@ -336,4 +336,6 @@ def test_a_paragraph_blends_with_its_strongest_sentence(scorer):
     expected = 0.5 * np.array([alone[0]["probabilities"][label] for label in LABELS]) + 0.5 * strongest
     assert [blended[0]["probabilities"][label] for label in LABELS] == pytest.approx(expected, abs=1e-4)
     assert blended[0]["probabilities"]["favor"] > alone[0]["probabilities"]["favor"]
+    assert blended[0]["strongest_sentence"]["text"] == FAVOR[1] and blended[0]["strongest_sentence"]["label"] == "favor"
+    assert "strongest_sentence" not in blended[1] and "strongest_sentence" not in alone[0]
     assert scorer.probabilities(document.paragraphs)[0] == pytest.approx(expected, abs=1e-4)

@@ -4,11 +4,12 @@ Formats:
 - `table` (people): per document the verdict, its `verdict_reason` (else the label shares) and a
   table of paragraphs that fits the given width (80 columns by default), labels coloured on a
   terminal; `?` marks uncertain paragraphs, `*` the decisive ones, `off-topic` the out-of-domain
-  ones; with --explain each paragraph is followed by its most similar training paragraphs (label,
-  similarity, document); with --wide each paragraph is shown whole, wrapped under its label row.
+  ones; with --explain each paragraph is followed by its strongest sentence (when it has two or
+  more) and its most similar training paragraphs (label, similarity, document); with --wide each
+  paragraph is shown whole, wrapped under its label row.
 - `json`: the full results, a list of documents each with its paragraphs.
 - `jsonl`: one record per paragraph (document, document_verdict, index, id for record inputs,
-  label, probabilities, uncertain, out_of_domain, evidence with --explain, text).
+  label, probabilities, uncertain, out_of_domain, strongest_sentence, evidence with --explain, text).
 - `csv`: one row per paragraph; with --explain, `n1_*`..`nK_*` columns for the neighbours.
 - `markdown`: a section per document with a paragraph table (and an evidence list).
 - `html`: one self-contained page for analysts (pipeline/scoring/html_report.py).
@@ -106,10 +107,13 @@ def to_markdown(results: list[dict]) -> str:
             mark = "*" if p["index"] in doc["decisive"] else ""
             lines.append(f"| {p['index']}{mark} | {p['label']}{_flags(p)} | {probs} | {cell(snippet(p['text'], 200))} |")
         if any("evidence" in p for p in doc["paragraphs"]):
-            lines += ["", "Most similar labelled training paragraphs:", ""]
+            lines += ["", "Most similar labelled training paragraphs (after the strongest sentence, where one was read):", ""]
             for p in doc["paragraphs"]:
                 items = "; ".join(f"{e['label']} {e['similarity']:.2f} `{e['document']}` ({cell(snippet(e['text'], 80))})"
                                   for e in p.get("evidence", []))
+                sentence = p.get("strongest_sentence")
+                if sentence:
+                    items = f"sentence {sentence['label']} ({cell(snippet(sentence['text'], 80))}); {items}"
                 lines.append(f"- **{p['index']}**: {items}")
         lines.append("")
     keys = []  # a key only for the marks the tables show
@@ -148,10 +152,23 @@ def _snippet_table(doc: dict, text_width: int):
     for p in doc["paragraphs"]:
         index, shown, style, probs, text = _row_fields(doc, p)
         table.add_row(index, Text(shown, style=style), probs, Text(snippet(text, text_width)))
-        for e in p.get("evidence", []):
-            table.add_row("", Text(f"↳ {e['label']}", style=COLORS[e["label"]]), Text(f"sim {e['similarity']:.2f}", style="dim"),
-                          Text(snippet(f"{e['document']}: {e['text']}", text_width), style="dim"))
+        for arrow, style, note, shown in _explanation_rows(p):
+            table.add_row("", Text(arrow, style=style), Text(note, style="dim"), Text(snippet(shown, text_width), style="dim"))
     return table
+
+
+def _explanation_rows(p: dict) -> list[tuple[str, str, str, str]]:
+    """--explain lines under a paragraph: (arrow and label, its colour, note, text) for its strongest
+    sentence, if it was read, then for each of its nearest training paragraphs."""
+    if "evidence" not in p:
+        return []
+    rows = []
+    if p.get("strongest_sentence"):
+        sentence = p["strongest_sentence"]
+        rows.append((f"› {sentence['label']}", COLORS[sentence["label"]], "sentence", sentence["text"]))
+    rows += [(f"↳ {e['label']}", COLORS[e["label"]], f"sim {e['similarity']:.2f}", f"{e['document']}: {e['text']}")
+             for e in p["evidence"]]
+    return rows
 
 
 def _wide_table(doc: dict, width: int):
@@ -173,11 +190,9 @@ def _wide_table(doc: dict, width: int):
             table.add_row("", "")
         table.add_row(index, Text.assemble((shown, style), " " * (label_w - len(shown) + 2), probs))
         table.add_row("", Text(" ".join(text.split())))
-        for e in p.get("evidence", []):
-            arrow = f"↳ {e['label']}"
-            table.add_row("", Text.assemble((arrow, COLORS[e["label"]]), " " * (label_w - len(arrow) + 2),
-                                            (f"{'sim ' + format(e['similarity'], '.2f'):<{probs_w}}  ", "dim"),
-                                            (snippet(f"{e['document']}: {e['text']}", evidence_width), "dim")))
+        for arrow, style, note, shown in _explanation_rows(p):
+            table.add_row("", Text.assemble((arrow, style), " " * (label_w - len(arrow) + 2),
+                                            (f"{note:<{probs_w}}  ", "dim"), (snippet(shown, evidence_width), "dim")))
     return table
 
 
@@ -219,6 +234,9 @@ def to_table(results: list[dict], color: bool = False, width: int = 80, uncertai
         if any(p.get("out_of_domain") for p in paragraphs):
             console.print("off-topic: far from all training paragraphs; counted as none, not in the verdict",
                           style="dim", overflow="fold")
+        if explained and any(p.get("strongest_sentence") for p in paragraphs):
+            console.print("› the paragraph's strongest sentence, read on its own (it counts in the paragraph's "
+                          "probabilities)", style="dim", overflow="fold")
         if explained:
             console.print("↳ most similar labelled training paragraphs (cosine similarity, document)",
                           style="dim", overflow="fold")

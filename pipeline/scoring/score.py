@@ -3,7 +3,8 @@
 Inputs:  documents (see `pipeline.corpus.documents`), `paths.model`, `paths.model_meta`, the reference set
          (`pipeline.model.reference`, beside the model).
 Outputs: per paragraph a label, the three probabilities, an `uncertain` flag and an
-         `out_of_domain` flag (plus, with `explain`, the most similar labelled training paragraphs);
+         `out_of_domain` flag, its `strongest_sentence` when it has two or more (label,
+         probabilities, text), and with `explain` the most similar labelled training paragraphs;
          per document a verdict, the probability mass and share of paragraphs per label, and the
          most decisive paragraphs.
 Params:  `embedding.*`, `score.uncertain_below`, `score.document_min_share`,
@@ -101,19 +102,20 @@ class Scorer:
 
         X = self.embed(texts)
         context = document_context(X, np.zeros(len(texts), dtype=int))
-        return self.with_sentences(texts, self.classify(texts, X, context), context)
+        return self.with_sentences(texts, self.classify(texts, X, context), context)[0]
 
     def with_sentences(self, paragraphs: list[str], probabilities: np.ndarray, context: np.ndarray,
-                       sentence_vectors: dict[str, np.ndarray] | None = None) -> np.ndarray:
+                       sentence_vectors: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
         """`probabilities` blended with each paragraph's strongest sentence (see
-        `pipeline.scoring.sentences`); `sentence_vectors` holds embeddings already made."""
-        from pipeline.scoring.sentences import blend_strongest_sentence, split_sentences
+        `pipeline.scoring.sentences`), and {paragraph row: (that sentence, its probabilities)};
+        `sentence_vectors` holds embeddings already made."""
+        from pipeline.scoring.sentences import blend_strongest_sentence, split_sentences, strongest_sentences
 
         if not self.sentence_weight:
-            return probabilities
+            return probabilities, {}
         sentences = [(row, sentence) for row, text in enumerate(paragraphs) for sentence in split_sentences(text)]
         if not sentences:
-            return probabilities
+            return probabilities, {}
         owner = np.array([row for row, _ in sentences])
         texts = [sentence for _, sentence in sentences]
         vectors = sentence_vectors or {}
@@ -124,7 +126,9 @@ class Scorer:
         for start in range(0, len(texts), self.chunk):
             rows = slice(start, start + self.chunk)
             found[rows] = self.classify(texts[rows], np.stack([vectors[t] for t in texts[rows]]), context[owner[rows]])
-        return blend_strongest_sentence(probabilities, found, owner, LABELS.index("none"), self.sentence_weight)
+        none = LABELS.index("none")
+        strongest = {int(owner[j]): (texts[j], found[j]) for j in strongest_sentences(found, owner, none)}
+        return blend_strongest_sentence(probabilities, found, owner, none, self.sentence_weight), strongest
 
 
 def check_embedding_identity(meta: dict, identity: str, meta_path: str = "models/model.json") -> None:
@@ -297,7 +301,7 @@ def score_documents(documents: list[Document], scorer: Scorer, progress=None, ex
     for start in range(0, len(flat), scorer.chunk):  # in chunks: memory stays bounded for any number of paragraphs
         rows = slice(start, start + scorer.chunk)
         probabilities[rows] = scorer.classify(flat[rows], embeddings[rows], context[rows])
-    probabilities = scorer.with_sentences(flat, probabilities, context, sentence_vectors)
+    probabilities, strongest = scorer.with_sentences(flat, probabilities, context, sentence_vectors)
     if reference is not None and k:
         out_of_domain = similarities[:, 0] < scorer.ood_threshold - SIMILARITY_TOLERANCE
     else:
@@ -318,6 +322,12 @@ def score_documents(documents: list[Document], scorer: Scorer, progress=None, ex
                 "uncertain": bool(p.max() < scorer.uncertain_below),
                 "out_of_domain": bool(off) if reference is not None else None,
             })
+            if rows.start + i in strongest:
+                sentence, sentence_probabilities = strongest[rows.start + i]
+                record["strongest_sentence"] = {
+                    "label": LABELS[int(sentence_probabilities.argmax())],
+                    "probabilities": {label: round(float(v), 4) for label, v in zip(LABELS, sentence_probabilities)},
+                    "text": sentence}
             if explain:
                 row = rows.start + i
                 record["evidence"] = _evidence(reference, neighbours[row], similarities[row])

@@ -68,10 +68,17 @@ def blend_strongest_sentence(paragraph_probabilities: np.ndarray, sentence_proba
     blended = np.array(paragraph_probabilities, dtype=float, copy=True)
     if weight == 0 or len(sentence_owner) == 0:
         return blended
-    # Per paragraph, the sentence with the lowest none probability (the first on a tie).
-    order = np.lexsort((np.arange(len(sentence_owner)), sentence_probabilities[:, none_column], sentence_owner))
-    owners = sentence_owner[order]
-    first = order[np.r_[True, owners[1:] != owners[:-1]]]
+    first = strongest_sentences(sentence_probabilities, sentence_owner, none_column)
     rows = sentence_owner[first]
     blended[rows] = (1 - weight) * blended[rows] + weight * sentence_probabilities[first]
     return blended
+
+
+def strongest_sentences(sentence_probabilities: np.ndarray, sentence_owner: np.ndarray, none_column: int) -> np.ndarray:
+    """For each paragraph that has sentences, the index of its sentence with the lowest none
+    probability (the first on a tie), in paragraph order."""
+    if len(sentence_owner) == 0:
+        return np.zeros(0, dtype=int)
+    order = np.lexsort((np.arange(len(sentence_owner)), sentence_probabilities[:, none_column], sentence_owner))
+    owners = sentence_owner[order]
+    return order[np.r_[True, owners[1:] != owners[:-1]]]
