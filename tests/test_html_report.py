@@ -36,7 +36,10 @@ def paragraph(index, label, probs, text, **extra):
 
 def results(n_docs: int = 1, optional: bool = True) -> list[dict]:
     evidence = [{"label": "against", "document": "2019-coal", "similarity": 0.73, "id": "p1", "text": "Coal <b>runs</b>."}]
-    paras = [paragraph(0, "favor", (0.8, 0.1, 0.1), "Joint pressure works.", evidence=evidence),
+    strongest = {"label": "favor", "probabilities": {"favor": 0.9, "against": 0.05, "none": 0.05},
+                 "text": "Pressure <works>."}
+    paras = [paragraph(0, "favor", (0.8, 0.1, 0.1), "Joint pressure works.", evidence=evidence,
+                       strongest_sentence=strongest),
              paragraph(1, "against", (0.3, 0.45, 0.25), SCRIPT_TEXT),
              paragraph(2, "none", (0.2, 0.1, 0.7), "The derby went to extra time.", out_of_domain=True)]
     doc = {"document": 'examples/"quoted" & <odd>.txt', "title": "A <title>", "verdict": "favor",
@@ -45,7 +48,7 @@ def results(n_docs: int = 1, optional: bool = True) -> list[dict]:
            "out_of_domain_paragraphs": 1, "decisive": [0, 1], "agreement": 0.5, "paragraphs": paras}
     if not optional:
         doc = {k: v for k, v in doc.items() if k not in ("title", "verdict_reason", "agreement")}
-        doc["paragraphs"] = [{k: v for k, v in p.items() if k != "evidence"} for p in paras]
+        doc["paragraphs"] = [{k: v for k, v in p.items() if k not in ("evidence", "strongest_sentence")} for p in paras]
     return [{**doc, "document": f"doc-{n}.txt"} if n else doc for n in range(n_docs)]
 
 
@@ -145,6 +148,9 @@ def test_optional_keys_are_optional_and_shown_when_present():
     assert "favor mass 0.60 (length-weighted), against 0.30: favor leads and holds &gt;= 0.25" in full
     assert "50% of the decisive paragraphs are labelled favor" in full
     assert "<details><summary>Evidence: the 1 most similar labelled training paragraph</summary>" in full
+    assert "Strongest sentence" not in bare
+    assert ('Strongest sentence, read on its own: <span class="chip accent-favor">favor</span> 0.90 '
+            "<q>Pressure &lt;works&gt;.</q>") in full
 
 
 def test_accessible_structure():

@@ -111,6 +111,8 @@ details ol{margin:.4rem 0 0;padding-left:1.2rem}
 details li{margin:0 0 .5rem}
 details q{display:block;color:$TEXT;quotes:none;font-family:Charter,"Bitstream Charter","Sitka Text",Cambria,
 Georgia,serif;font-size:.95rem}
+.sentence{margin:.4rem 0 0;font-size:.88rem;color:$MUTED}
+.sentence q{color:$TEXT;font-style:italic}
 footer{font-size:.85rem;color:$MUTED;border-top:1px solid #d5d9e0;padding-top:1rem}
 """
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -182,6 +184,10 @@ def _paragraph(p: dict, doc: dict, anchor: str, uncertain_below: float | None) -
     if off:
         attrs += ' data-off-topic="true"'
     body = f'<div class="meta">{" ".join(meta)}</div><p class="text">{escape(p["text"])}</p>'
+    if p.get("strongest_sentence"):
+        sentence = p["strongest_sentence"]
+        body += (f'<p class="sentence">Strongest sentence, read on its own: {_chip(sentence["label"])} '
+                 f'{float(sentence["probabilities"][sentence["label"]]):.2f} <q>{escape(sentence["text"])}</q></p>')
     if p.get("evidence"):
         body += _evidence(p["evidence"])
     return f"<li {attrs}>{body}</li>"
