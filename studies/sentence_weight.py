@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.corpus.real_set import load_hydrated  # noqa: E402
+from pipeline.encoder.embed import EmbeddingCache  # noqa: E402
 from pipeline.evaluation.external_eval import bootstrap_interval, score_pages  # noqa: E402
 from pipeline.files import write_json_atomic, write_text_atomic  # noqa: E402
 from pipeline.model.train import f_avg  # noqa: E402
@@ -39,15 +40,8 @@ def main() -> None:
     page_gold = {r["url"]: r["page_verdict"] for r in records}
     page_half = {r["url"]: r["half"] for r in records}
     scorer = load_scorer(params, precision=(params.get("embedding") or {}).get("precision") or "fp32")
-    embed, memo = scorer.embed, {}
-
-    def embed_once(texts: list[str]) -> np.ndarray:  # every weight reads the same vectors
-        missing = [t for t in dict.fromkeys(texts) if t not in memo]
-        if missing:
-            memo.update(zip(missing, embed(missing)))
-        return np.stack([memo[t] for t in texts])
-
-    scorer.embed = embed_once
+    # Every weight reads the same vectors: encoded once, kept like the embed stage's (git-ignored).
+    scorer.cache = EmbeddingCache(ROOT / params["paths"]["embedding_cache"], scorer.embedder.identity)
     table = []
     for weight in WEIGHTS:
         scorer.sentence_weight = weight
