@@ -8,6 +8,7 @@ embedding model. Dask comes with the `distributed` extra; without it the cluster
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from pipeline.cli import app
 from pipeline.corpus.documents import record_documents, text_document
 from pipeline.corpus.prepare import paragraph_id
 from pipeline.errors import StanceError
+from pipeline.scoring import archive
 from pipeline.scoring.archive import list_partitions, read_partition, run_archive, score_partition
 from pipeline.scoring.score import CHUNK_PARAGRAPHS, load_scorer, score_documents
 
@@ -101,6 +103,19 @@ def test_paragraph_rows_are_scored_as_stance_score_scores_their_records(scorer, 
         [(p["id"], p["index"], p["label"], p["uncertain"], p["out_of_domain"]) for p in flat]
     assert [[r["p_favor"], r["p_against"], r["p_none"]] for r in rows] == [list(p["probabilities"].values()) for p in flat]
     assert {r["label"] for r in rows} == {"favor", "against", "none"}
+
+
+def test_the_strongest_sentence_has_columns_null_when_a_paragraph_is_read_whole(scorer):
+    reading = copy.copy(scorer)
+    reading.sentence_weight = 0.5
+    rows = [{"id": "two", "document": "d", "text": f"{FAVOR[0]} {AGAINST[0]}"}, {"id": "one", "document": "d", "text": FAVOR[1]}]
+    paragraphs, _, _ = score_partition(list(enumerate(rows, 1)), reading, "p")
+    expected = score_documents(record_documents("p", "".join(json.dumps(r) + "\n" for r in rows), ".jsonl")[0], reading)
+    two, one = paragraphs.to_pylist()
+    sentence = expected[0]["paragraphs"][0]["strongest_sentence"]
+    assert two["sentence_label"] == sentence["label"]
+    assert [two[f"sentence_p_{label}"] for label in ("favor", "against", "none")] == list(sentence["probabilities"].values())
+    assert one["sentence_label"] is None and one["sentence_p_favor"] is None
 
 
 def test_whole_documents_are_split_with_the_prepare_rules(scorer):
@@ -251,7 +266,7 @@ class FlakyEmbedder(FakeEmbedder):
         return super().encode(texts)
 
 
-def test_a_rerun_scores_only_failed_missing_damaged_and_changed_partitions(params, cluster, tmp_path):
+def test_a_rerun_scores_only_failed_missing_damaged_and_changed_partitions(params, cluster, tmp_path, monkeypatch):
     inputs = [write_jsonl(tmp_path / "in" / f"p{k}.jsonl", records(k)) for k in range(6)]
     write_jsonl(inputs[3], records(3) + [{"id": "boom", "document": "d", "text": f"EXPLODE {FAVOR[0]}"}])
     flag = tmp_path / "fail-once"
@@ -277,6 +292,11 @@ def test_a_rerun_scores_only_failed_missing_damaged_and_changed_partitions(param
     changed = {**params, "score": {**params["score"], "uncertain_below": 1.0}}  # other settings: all rescored
     report = run_archive(tmp_path / "in", out, changed, address=cluster, embedder=FlakyEmbedder(flag))
     assert report["scored"] == [f"p{k}" for k in range(6)] and all(pq.read_table(out / "paragraphs")["uncertain"])
+    shipped = archive.schemas()  # outputs written before a column was added: all rescored
+    monkeypatch.setattr(archive, "schemas", lambda: {**shipped, "paragraphs": shipped["paragraphs"].append(
+        pa.field("added", pa.string()))})
+    report = run_archive(tmp_path / "in", out, changed, address=cluster, embedder=FlakyEmbedder(flag))
+    assert report["scored"] == [f"p{k}" for k in range(6)]
 
 
 def test_an_unreachable_scheduler_is_a_one_line_error_within_seconds(params, tmp_path, monkeypatch):

@@ -122,6 +122,9 @@ def test_csv_has_a_row_per_paragraph_and_evidence_columns_with_explain():
     assert len(rows) == 4 and rows[0]["p_favor"] == "0.8" and rows[2]["out_of_domain"] == "True"
     assert rows[3]["id"] == "r-1" and rows[0]["text"] == LONG
     assert "n1_label" not in rows[0]
+    assert (rows[0]["sentence_label"], rows[0]["sentence_p_favor"]) == ("favor", "0.9")
+    assert rows[0]["sentence_text"] == "Washington and Beijing jointly drafted the resolution."
+    assert (rows[1]["sentence_label"], rows[1]["sentence_p_none"], rows[1]["sentence_text"]) == ("", "", "")
     explained = list(csv.DictReader(io.StringIO(render(results(True), "csv"))))
     assert explained[0]["n1_label"] == "favor" and explained[0]["n2_document"] == "1999-b"
     assert explained[0]["n1_similarity"] == "0.7312"

@@ -9,7 +9,8 @@ Inputs:  INPUT, a directory (searched recursively; names starting with `.` or `_
          paragraph ids as in prepare). The trained model, loaded exactly as `stance score` does.
 Outputs: under OUTPUT, one Parquet file per input partition (`<name>` = its path without suffix):
            paragraphs/<name>.parquet  partition, id, document, index, label, p_favor, p_against,
-                                      p_none, uncertain, out_of_domain
+                                      p_none, uncertain, out_of_domain, sentence_label and
+                                      sentence_p_* (the strongest sentence; null when read whole)
            documents/<name>.parquet   partition, document, verdict, mass_*, share_*, paragraphs,
                                       out_of_domain_paragraphs, decisive (paragraph indices)
            errors/<name>.parquet      partition, row (JSONL line / Parquet row, from 1), id, reason:
@@ -72,7 +73,8 @@ def schemas() -> dict:
     per_label = lambda prefix: [(f"{prefix}_{label}", pa.float64()) for label in LABELS]  # noqa: E731
     return {
         "paragraphs": pa.schema([("partition", s), ("id", s), ("document", s), ("index", i32), ("label", s),
-                                 *per_label("p"), ("uncertain", pa.bool_()), ("out_of_domain", pa.bool_())]),
+                                 *per_label("p"), ("uncertain", pa.bool_()), ("out_of_domain", pa.bool_()),
+                                 ("sentence_label", s), *per_label("sentence_p")]),
         "documents": pa.schema([("partition", s), ("document", s), ("verdict", s), *per_label("mass"),
                                 *per_label("share"), ("paragraphs", i32), ("out_of_domain_paragraphs", i32),
                                 ("decisive", pa.list_(i32))]),
@@ -146,6 +148,14 @@ def _row_problem(record) -> str | None:
     return "missing, null, empty or non-string `text`" if _record_text(record) is None else None
 
 
+def _sentence_columns(sentence: dict | None) -> dict:
+    """The strongest sentence's label and probabilities; null for a paragraph read whole."""
+    if not sentence:
+        return {}
+    return {"sentence_label": sentence["label"],
+            **{f"sentence_p_{label}": v for label, v in sentence["probabilities"].items()}}
+
+
 def score_partition(records: list[tuple[int, object]], scorer, partition: str, min_words: int = DEFAULT_MIN_WORDS):
     """The (paragraphs, documents, errors) pyarrow tables of one partition's records, scored with
     `scorer` (a `pipeline.scoring.score.Scorer`); see the module docstring for the columns."""
@@ -181,7 +191,8 @@ def score_partition(records: list[tuple[int, object]], scorer, partition: str, m
             paragraphs.append({"partition": partition, "id": doc.ids[p["index"]], "document": doc.name,
                                "index": p["index"], "label": p["label"], "uncertain": p["uncertain"],
                                "out_of_domain": p["out_of_domain"],
-                               **{f"p_{label}": v for label, v in p["probabilities"].items()}})
+                               **{f"p_{label}": v for label, v in p["probabilities"].items()},
+                               **_sentence_columns(p.get("strongest_sentence"))})
         summaries.append({"partition": partition, "document": doc.name, "verdict": result["verdict"],
                           **{f"mass_{label}": v for label, v in result["mass"].items()},
                           **{f"share_{label}": v for label, v in result["shares"].items()},
@@ -332,8 +343,10 @@ def run_archive(input: Path, output: Path, params: dict, workers: int | None = N
     scorer = load_scorer(params, embedder=embedder)  # the same checks and errors as `stance score`
     for note in scorer.notes:
         say(f"note: {note}")
+    # The output columns are part of the job: partitions written before a column was added are re-scored.
     job = _digest({"model": scorer.meta.get("model_sha256"), "embedding": scorer.embedder.identity,
-                   "score": score_settings(params), "prepare": params.get("prepare")})
+                   "score": score_settings(params), "prepare": params.get("prepare"),
+                   "columns": {kind: schema.names for kind, schema in schemas().items()}})
     key = _digest({"job": job, "params": params, "embedder": type(embedder).__qualname__ if embedder else None})
     pending = {n: p for n, p in partitions.items() if not is_done(output, n, p, job)}
     for stray in output.rglob(".*.tmp"):  # temporary files of a run killed mid-write

@@ -10,7 +10,8 @@ Formats:
 - `json`: the full results, a list of documents each with its paragraphs.
 - `jsonl`: one record per paragraph (document, document_verdict, index, id for record inputs,
   label, probabilities, uncertain, out_of_domain, strongest_sentence, evidence with --explain, text).
-- `csv`: one row per paragraph; with --explain, `n1_*`..`nK_*` columns for the neighbours.
+- `csv`: one row per paragraph, with its strongest sentence's `sentence_label`, `sentence_p_*` and
+  `sentence_text` (empty when it was read whole); with --explain, `n1_*`..`nK_*` columns for the neighbours.
 - `markdown`: a section per document with a paragraph table (and an evidence list).
 - `html`: one self-contained page for analysts (pipeline/scoring/html_report.py).
 """
@@ -67,16 +68,19 @@ def to_csv(results: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["document", "index", "id", "label", *[f"p_{label}" for label in LABELS], "uncertain",
-                     "out_of_domain", "document_verdict", *evidence_columns, "text"])
+                     "out_of_domain", "document_verdict", "sentence_label", *[f"sentence_p_{label}" for label in LABELS],
+                     "sentence_text", *evidence_columns, "text"])
     for doc, p in paragraph_rows(results):
         evidence = []
         for k in range(neighbours):
             e = p.get("evidence", [])[k] if k < len(p.get("evidence", [])) else {}
             evidence += [e.get("label", ""), e.get("similarity", ""), e.get("document", ""), e.get("id", "")]
         ood = "" if p.get("out_of_domain") is None else p["out_of_domain"]
+        sentence = p.get("strongest_sentence") or {}  # empty cells for a paragraph read whole
         writer.writerow([doc["document"], p["index"], p.get("id") or "", p["label"],
                          *[p["probabilities"][label] for label in LABELS], p["uncertain"], ood, doc["verdict"],
-                         *evidence, p["text"]])
+                         sentence.get("label", ""), *[(sentence.get("probabilities") or {}).get(label, "") for label in LABELS],
+                         sentence.get("text", ""), *evidence, p["text"]])
     return buffer.getvalue()
 
 
