@@ -173,3 +173,22 @@ def test_a_small_corpus_gets_stratified_folds():
     expected = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=1).split(np.zeros(36), y, groups)
     for (train_idx, test_idx), (want_train, want_test) in zip(train.grouped_folds(y, groups, 3, seed=1), expected):
         assert np.array_equal(train_idx, want_train) and np.array_equal(test_idx, want_test)
+
+
+def test_labelled_paragraphs_prepared_but_not_embedded_say_run_the_embed_stage(project, fake_embedder):
+    from pipeline.corpus import prepare
+    from pipeline.corpus.prepare import paragraph_id
+    from pipeline.encoder import embed
+
+    prepare.run(project)
+    embed.run(project, embedder=fake_embedder)
+    added = "A new labelled paragraph about the joint task force, added after the embed stage ran."
+    Path(project["paths"]["raw_dir"], "doc-new.txt").write_text(f"New headline\n\n{added}\n", encoding="utf-8")
+    with open(project["paths"]["sources"], "a", encoding="utf-8") as sources:
+        sources.write("doc-new,New headline,Jane Reporter,Test,2020-01-01,2020,authored,op-ed,test\n")
+    with open(Path(project["paths"]["labels_dir"]) / "primary.csv", "a", encoding="utf-8") as labels:
+        labels.write(f"{paragraph_id(added)},favor,primary,\n")
+    prepare.run(project)
+    with pytest.raises(StanceError, match=r"primary\.csv:26: paragraph p[0-9a-f]{16} is not in .*paragraphs\.parquet "
+                                          r"\(1 labelled paragraphs are not\); run `dvc repro`"):
+        train.training_set(project)

@@ -336,8 +336,14 @@ def training_set(params: dict):
     rows, matrix, identity = load_embeddings(params["paths"]["embeddings"])
     context = document_context(matrix, [r["doc"] for r in rows])  # from every paragraph, labelled or not
     ids = [r["id"] for r in rows]
-    labels = resolve_labels(load_labels(params["paths"]["labels_dir"], set(ids)),
-                            params.get("labels", {}).get("priority"))
+    label_rows = load_labels(params["paths"]["labels_dir"])
+    embedded = set(ids)
+    unembedded = [row for row in label_rows if row.paragraph_id not in embedded]
+    if unembedded:  # new documents prepared and labelled, but the embed stage has not run since
+        raise StanceError(f"{unembedded[0].source}: paragraph {unembedded[0].paragraph_id} is not in "
+                          f"{params['paths']['embeddings']} ({len(unembedded)} labelled paragraphs are not); run "
+                          "`dvc repro` (or `stance prepare`, then `stance embed`)")
+    labels = resolve_labels(label_rows, params.get("labels", {}).get("priority"))
     keep = [i for i, pid in enumerate(ids) if pid in labels]
     if not keep:
         raise StanceError(f"{params['paths']['labels_dir']}: no labelled paragraphs in the corpus")
