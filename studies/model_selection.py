@@ -8,9 +8,9 @@ with its strongest sentence (`score.sentence_weight`; the probabilities uncalibr
 shipped model's temperature, near 1, would move them slightly). Candidates are ranked by f_avg
 on the `select` half of the real pages only; the winner (and the best MiniLM candidate, the fast
 option) is then reported on the `report` half, which no choice has seen, with a 95% interval that
-resamples pages. A learning curve on the real set shows what the corpus's realistic-genre documents (kind
-`authored-realstyle`) add. Writes `reports/model_selection.md` and `.json`: figures only, never the
-pages' text. Timings are not recorded here (see benchmarks/).
+resamples pages. A learning curve on the real set shows what the corpus's realistic-genre
+documents (kind `authored-realstyle`) add. Writes `reports/model_selection.md` and `.json`:
+figures only, never the pages' text. Timings are not recorded here (see benchmarks/).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ NUMERICS = pin()  # before numpy loads: the embed stage's code paths, so its cac
 import numpy as np  # noqa: E402
 
 from pipeline import LABELS  # noqa: E402
-
 from pipeline.corpus.labels import load_labels, resolve_labels  # noqa: E402
 from pipeline.corpus.real_set import load_hydrated  # noqa: E402
 from pipeline.encoder.embed import EmbeddingCache, embed_texts, make_embedder  # noqa: E402
