@@ -37,7 +37,7 @@ from pipeline.evaluation.external_eval import bootstrap_interval  # noqa: E402
 from pipeline.files import load_params, read_jsonl, write_json_atomic, write_text_atomic  # noqa: E402
 from pipeline.model.features import model_inputs  # noqa: E402
 from pipeline.model.train import build_classifier, f_avg  # noqa: E402
-from pipeline.scoring.sentences import blend_strongest_sentence, split_sentences  # noqa: E402
+from pipeline.scoring.sentences import blend_strongest_sentence, sentence_rows  # noqa: E402
 
 ENCODERS = {"all-MiniLM-L6-v2": "default", "all-mpnet-base-v2": "all-mpnet-base-v2"}
 FEATURES = [("embedding", None), ("text+embedding", {"embedding_weight": 0.5, "min_df": 2}),
@@ -94,8 +94,7 @@ def main() -> None:
     halves = np.array([r["half"] for r in real])
     select = halves == "select"
     train_texts, real_texts = [r["text"] for r in corpus], [r["text"] for r in real]
-    sentences = [(row, sentence) for row, text in enumerate(real_texts) for sentence in split_sentences(text)]
-    owner, sentence_texts = np.array([row for row, _ in sentences]), [sentence for _, sentence in sentences]
+    owner, sentence_texts = sentence_rows(real_texts)
     vectors = {name: (embeddings(params, spec, train_texts), embeddings(params, spec, real_texts),
                       embeddings(params, spec, sentence_texts)) for name, spec in ENCODERS.items()}
 

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.scoring.sentences import MIN_SENTENCE_WORDS, blend_strongest_sentence, split_sentences
+from pipeline.scoring.sentences import (MIN_SENTENCE_WORDS, blend_strongest_sentence, sentence_rows, split_sentences,
+                                        strongest_sentences)
 
 
 def test_sentences_split_at_full_stops_but_not_after_abbreviations_or_initials():
@@ -54,6 +55,21 @@ def test_the_blend_takes_the_sentence_least_likely_none():
     np.testing.assert_allclose(blended.sum(axis=1), 1.0)
     np.testing.assert_allclose(blend_strongest_sentence(paragraphs, sentences, owner, 2, 0.0), paragraphs)
     np.testing.assert_allclose(blend_strongest_sentence(paragraphs, sentences, owner, 2, 1.0)[0], sentences[1])
+    found = strongest_sentences(sentences, owner, 2)
+    assert found.tolist() == [1, 2]
+    np.testing.assert_allclose(blend_strongest_sentence(paragraphs, sentences, owner, 2, 0.5, found), blended)
+
+
+def test_sentence_rows_number_each_sentence_with_its_paragraph():
+    paragraphs = ["Beijing and Washington agreed on the text. The vote is set for Monday.",
+                  "One sentence only, read as a whole.",
+                  "China halted coal imports in February. Officials in Washington welcomed the step at once."]
+    owner, sentences = sentence_rows(paragraphs)
+    assert owner.tolist() == [0, 0, 2, 2]
+    assert sentences == split_sentences(paragraphs[0]) + split_sentences(paragraphs[2])
+    split = [split_sentences(text) for text in paragraphs]
+    assert sentence_rows(paragraphs, split)[1] == sentences
+    assert sentence_rows([])[0].tolist() == [] and sentence_rows([])[1] == []
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.5])

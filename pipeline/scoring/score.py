@@ -105,19 +105,18 @@ class Scorer:
         return self.with_sentences(texts, self.classify(texts, X, context), context)[0]
 
     def with_sentences(self, paragraphs: list[str], probabilities: np.ndarray, context: np.ndarray,
-                       sentence_vectors: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
+                       sentence_vectors: dict[str, np.ndarray] | None = None,
+                       split: list[list[str]] | None = None) -> tuple[np.ndarray, dict]:
         """`probabilities` blended with each paragraph's strongest sentence (see
         `pipeline.scoring.sentences`), and {paragraph row: (that sentence, its probabilities)};
-        `sentence_vectors` holds embeddings already made."""
-        from pipeline.scoring.sentences import blend_strongest_sentence, split_sentences, strongest_sentences
+        `sentence_vectors` holds embeddings already made, `split` the paragraphs' sentences."""
+        from pipeline.scoring.sentences import blend_strongest_sentence, sentence_rows, strongest_sentences
 
         if not self.sentence_weight:
             return probabilities, {}
-        sentences = [(row, sentence) for row, text in enumerate(paragraphs) for sentence in split_sentences(text)]
-        if not sentences:
+        owner, texts = sentence_rows(paragraphs, split)
+        if not texts:
             return probabilities, {}
-        owner = np.array([row for row, _ in sentences])
-        texts = [sentence for _, sentence in sentences]
         vectors = sentence_vectors or {}
         missing = [text for text in dict.fromkeys(texts) if text not in vectors]
         if missing:
@@ -127,8 +126,9 @@ class Scorer:
             rows = slice(start, start + self.chunk)
             found[rows] = self.classify(texts[rows], np.stack([vectors[t] for t in texts[rows]]), context[owner[rows]])
         none = LABELS.index("none")
-        strongest = {int(owner[j]): (texts[j], found[j]) for j in strongest_sentences(found, owner, none)}
-        return blend_strongest_sentence(probabilities, found, owner, none, self.sentence_weight), strongest
+        first = strongest_sentences(found, owner, none)
+        strongest = {int(owner[j]): (texts[j], found[j]) for j in first}
+        return blend_strongest_sentence(probabilities, found, owner, none, self.sentence_weight, first), strongest
 
 
 def check_embedding_identity(meta: dict, identity: str, meta_path: str = "models/model.json") -> None:
@@ -276,13 +276,16 @@ def score_documents(documents: list[Document], scorer: Scorer, progress=None, ex
     # encoder's batches pad as little as if it saw every paragraph at once.
     order = np.argsort([-len(text) for text in flat], kind="stable")
     sentence_vectors: dict[str, np.ndarray] = {}
+    split = None
+    if scorer.sentence_weight:
+        from pipeline.scoring.sentences import split_sentences
+
+        split = [split_sentences(text) for text in flat]
     for start in range(0, len(flat), scorer.chunk):
         chunk = order[start:start + scorer.chunk]
         X = scorer.embed([flat[i] for i in chunk])
-        if scorer.sentence_weight:  # here, so that progress counts the sentences' time too
-            from pipeline.scoring.sentences import split_sentences
-
-            sentences = [s for i in chunk for s in split_sentences(flat[i]) if s not in sentence_vectors]
+        if split is not None:  # here, so that progress counts the sentences' time too
+            sentences = [s for i in chunk for s in split[i] if s not in sentence_vectors]
             sentences = sorted(dict.fromkeys(sentences), key=len, reverse=True)
             if sentences:
                 sentence_vectors.update(zip(sentences, scorer.embed(sentences)))
@@ -301,7 +304,7 @@ def score_documents(documents: list[Document], scorer: Scorer, progress=None, ex
     for start in range(0, len(flat), scorer.chunk):  # in chunks: memory stays bounded for any number of paragraphs
         rows = slice(start, start + scorer.chunk)
         probabilities[rows] = scorer.classify(flat[rows], embeddings[rows], context[rows])
-    probabilities, strongest = scorer.with_sentences(flat, probabilities, context, sentence_vectors)
+    probabilities, strongest = scorer.with_sentences(flat, probabilities, context, sentence_vectors, split)
     if reference is not None and k:
         out_of_domain = similarities[:, 0] < scorer.ood_threshold - SIMILARITY_TOLERANCE
     else:

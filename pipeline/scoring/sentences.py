@@ -1,8 +1,8 @@
 """The strongest sentence: a paragraph's stance read from its most committed sentence as well.
 
 Inputs:  paragraph texts, their probabilities, and the probabilities of their sentences.
-Outputs: the sentences worth scoring (`split_sentences`), and blended probabilities
-         (`blend_strongest_sentence`).
+Outputs: the sentences worth scoring (`split_sentences`, `sentence_rows`), and blended
+         probabilities (`blend_strongest_sentence`).
 Params:  `score.sentence_weight` (read by `pipeline.scoring.score`).
 
 Real news and op-eds often state a stance in one sentence of a longer paragraph (a report of a
@@ -59,16 +59,26 @@ def split_sentences(text: str) -> list[str]:
     return kept if len(kept) >= 2 else []
 
 
+def sentence_rows(paragraphs: list[str], split: list[list[str]] | None = None) -> tuple[np.ndarray, list[str]]:
+    """The sentences of `paragraphs` worth scoring, in order, and the paragraph row each belongs to;
+    `split` holds the paragraphs' `split_sentences` when they are already made."""
+    split = [split_sentences(text) for text in paragraphs] if split is None else split
+    owner = np.array([row for row, sentences in enumerate(split) for _ in sentences], dtype=int)
+    return owner, [sentence for sentences in split for sentence in sentences]
+
+
 def blend_strongest_sentence(paragraph_probabilities: np.ndarray, sentence_probabilities: np.ndarray,
-                             sentence_owner: np.ndarray, none_column: int, weight: float) -> np.ndarray:
+                             sentence_owner: np.ndarray, none_column: int, weight: float,
+                             strongest: np.ndarray | None = None) -> np.ndarray:
     """Each paragraph's probabilities blended with those of its sentence least likely `none`.
 
     `sentence_owner[j]` is the paragraph row of sentence j; paragraphs without sentences keep theirs.
+    `strongest` holds `strongest_sentences` of the same arguments when they are already found.
     """
     blended = np.array(paragraph_probabilities, dtype=float, copy=True)
     if weight == 0 or len(sentence_owner) == 0:
         return blended
-    first = strongest_sentences(sentence_probabilities, sentence_owner, none_column)
+    first = strongest_sentences(sentence_probabilities, sentence_owner, none_column) if strongest is None else strongest
     rows = sentence_owner[first]
     blended[rows] = (1 - weight) * blended[rows] + weight * sentence_probabilities[first]
     return blended
