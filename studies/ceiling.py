@@ -31,12 +31,11 @@ NUMERICS = pin()  # before numpy loads: the embed stage's code paths, so its cac
 
 import numpy as np  # noqa: E402
 
-from model_selection import ENCODERS, embeddings  # noqa: E402
+from model_selection import ENCODERS, embeddings, labelled_corpus  # noqa: E402
 from pipeline import LABELS  # noqa: E402
-from pipeline.corpus.labels import load_labels, resolve_labels  # noqa: E402
 from pipeline.corpus.real_set import load_hydrated  # noqa: E402
 from pipeline.evaluation.external_eval import bootstrap_interval  # noqa: E402
-from pipeline.files import load_params, read_jsonl, write_json_atomic, write_text_atomic  # noqa: E402
+from pipeline.files import load_params, write_json_atomic, write_text_atomic  # noqa: E402
 from pipeline.model.features import model_inputs  # noqa: E402
 from pipeline.model.train import build_classifier, f_avg  # noqa: E402
 from pipeline.scoring.sentences import blend_strongest_sentence, sentence_rows  # noqa: E402
@@ -71,11 +70,7 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml")
     paths, seed = params["paths"], int(params["seed"])
     weight = float(params["score"]["sentence_weight"])
-    corpus = read_jsonl(ROOT / paths["paragraphs"])
-    labels = resolve_labels(load_labels(ROOT / paths["labels_dir"], {r["id"] for r in corpus}),
-                            params["labels"]["priority"])
-    corpus = [r for r in corpus if r["id"] in labels]
-    y = np.array([labels[r["id"]] for r in corpus])
+    corpus, y = labelled_corpus(params)
     real = load_hydrated(ROOT / paths["real_dir"], ROOT / paths["real_manifest"])
     gold = np.array([r["label"] for r in real])
     pages = np.array([r["url"] for r in real])

@@ -53,6 +53,16 @@ def embeddings(params: dict, model: str, texts: list[str]) -> np.ndarray:
     return embed_texts(texts, embedder, EmbeddingCache(ROOT / params["paths"]["embedding_cache"], embedder.identity))
 
 
+def labelled_corpus(params: dict) -> tuple[list[dict], np.ndarray]:
+    """The prepared corpus paragraphs that have a resolved label, and those labels."""
+    paths = params["paths"]
+    corpus = read_jsonl(ROOT / paths["paragraphs"])
+    labels = resolve_labels(load_labels(ROOT / paths["labels_dir"], {r["id"] for r in corpus}),
+                            params["labels"]["priority"])
+    corpus = [r for r in corpus if r["id"] in labels]
+    return corpus, np.array([labels[r["id"]] for r in corpus])
+
+
 def fit_predict(params, features, feature_params, C, train_texts, X, y, real, R) -> tuple[np.ndarray, np.ndarray]:
     """Labels of the real paragraphs read alone, and as `stance score` reads them: blended with
     their strongest sentence at `score.sentence_weight` (pipeline/scoring/sentences.py)."""
@@ -83,11 +93,7 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml")
     paths = params["paths"]
     seed = int(params["seed"])
-    corpus = read_jsonl(ROOT / paths["paragraphs"])
-    labels = resolve_labels(load_labels(ROOT / paths["labels_dir"], {r["id"] for r in corpus}),
-                            params["labels"]["priority"])
-    corpus = [r for r in corpus if r["id"] in labels]
-    y = np.array([labels[r["id"]] for r in corpus])
+    corpus, y = labelled_corpus(params)
     real = load_hydrated(ROOT / paths["real_dir"], ROOT / paths["real_manifest"])
     gold = np.array([r["label"] for r in real])
     pages = np.array([r["url"] for r in real])
