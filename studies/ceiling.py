@@ -31,14 +31,13 @@ NUMERICS = pin()  # before numpy loads: the embed stage's code paths, so its cac
 
 import numpy as np  # noqa: E402
 
-from model_selection import ENCODERS, embeddings, labelled_corpus  # noqa: E402
-from pipeline import LABELS  # noqa: E402
+from model_selection import ENCODERS, embeddings, labelled_corpus, read_as_scored  # noqa: E402
 from pipeline.corpus.real_set import load_hydrated  # noqa: E402
 from pipeline.evaluation.external_eval import bootstrap_interval  # noqa: E402
 from pipeline.files import load_params, write_json_atomic, write_text_atomic  # noqa: E402
 from pipeline.model.features import model_inputs  # noqa: E402
 from pipeline.model.train import build_classifier, f_avg  # noqa: E402
-from pipeline.scoring.sentences import blend_strongest_sentence, sentence_rows  # noqa: E402
+from pipeline.scoring.sentences import sentence_rows  # noqa: E402
 
 FOLDS = 5
 CORPUS_WEIGHTS = [0.0, 0.3, 1.0]  # sample weight of the corpus paragraphs beside the real ones (0 = real pages alone)
@@ -53,17 +52,6 @@ def page_folds(pages: np.ndarray, folds: int, seed: int) -> np.ndarray:
     order = np.random.default_rng(seed).permutation(len(unique))
     fold_of = {unique[i]: k % folds for k, i in enumerate(order)}
     return np.array([fold_of[p] for p in pages])
-
-
-def read_as_scored(classifier, texts, R, sentence_texts, S, owner, weight) -> np.ndarray:
-    """Labels of `texts`, each blended with its strongest sentence as `stance score` does."""
-    order = [list(classifier.classes_).index(label) for label in LABELS]
-    alone = classifier.predict_proba(model_inputs(texts, R))[:, order]
-    if not len(owner):
-        return np.array(LABELS)[alone.argmax(1)]
-    sentences = classifier.predict_proba(model_inputs(sentence_texts, S))[:, order]
-    blended = blend_strongest_sentence(alone, sentences, owner, LABELS.index("none"), weight)
-    return np.array(LABELS)[blended.argmax(1)]
 
 
 def main() -> None:
@@ -86,7 +74,7 @@ def main() -> None:
             classifier_params = {**params["train"]["classifier_params"], "C": C}
             shipped = build_classifier("logistic_regression", classifier_params, seed, features, feature_params)
             shipped.fit(model_inputs(corpus_texts, X), y)
-            runs = {CORPUS_ONLY: read_as_scored(shipped, real_texts, R, sentence_texts, S, owner, weight)}
+            runs = {CORPUS_ONLY: read_as_scored(shipped, real_texts, R, sentence_texts, S, owner, weight)[1]}
             for corpus_weight in CORPUS_WEIGHTS:
                 predicted = np.empty(len(real), dtype=object)
                 for k in range(FOLDS):
@@ -102,7 +90,7 @@ def main() -> None:
                     row_of = {int(i): n for n, i in enumerate(test)}
                     predicted[test] = read_as_scored(classifier, [real_texts[i] for i in test], R[test],
                                                      [t for t, m in zip(sentence_texts, mine) if m], S[mine],
-                                                     np.array([row_of[int(o)] for o in owner[mine]], dtype=int), weight)
+                                                     np.array([row_of[int(o)] for o in owner[mine]], dtype=int), weight)[1]
                 name = "real pages" + (f" + corpus at weight {corpus_weight}" if corpus_weight else " alone")
                 runs[name] = predicted.astype(str)
             for name, predicted in runs.items():

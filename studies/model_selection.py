@@ -63,19 +63,26 @@ def labelled_corpus(params: dict) -> tuple[list[dict], np.ndarray]:
     return corpus, np.array([labels[r["id"]] for r in corpus])
 
 
+def read_as_scored(classifier, texts, R, sentence_texts, S, owner, weight) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of `texts` read alone, and as `stance score` reads them: blended with their strongest
+    sentence at `weight` (pipeline/scoring/sentences.py); `owner[j]` is the row of sentence j."""
+    order = [list(classifier.classes_).index(label) for label in LABELS]
+    alone = classifier.predict_proba(model_inputs(texts, R))[:, order]
+    if not len(owner):
+        return np.array(LABELS)[alone.argmax(1)], np.array(LABELS)[alone.argmax(1)]
+    sentences = classifier.predict_proba(model_inputs(sentence_texts, S))[:, order]
+    blended = blend_strongest_sentence(alone, sentences, owner, LABELS.index("none"), weight)
+    return np.array(LABELS)[alone.argmax(1)], np.array(LABELS)[blended.argmax(1)]
+
+
 def fit_predict(params, features, feature_params, C, train_texts, X, y, real, R) -> tuple[np.ndarray, np.ndarray]:
-    """Labels of the real paragraphs read alone, and as `stance score` reads them: blended with
-    their strongest sentence at `score.sentence_weight` (pipeline/scoring/sentences.py)."""
+    """Labels of the real paragraphs read alone, and as `stance score` reads them (`read_as_scored`)."""
     classifier = build_classifier("logistic_regression", {**params["train"]["classifier_params"], "C": C},
                                   int(params["seed"]), features, feature_params)
     classifier.fit(model_inputs(train_texts, X), y)
     real_texts, sentence_texts, owner, S = real
-    order = [list(classifier.classes_).index(label) for label in LABELS]
-    alone = classifier.predict_proba(model_inputs(real_texts, R))[:, order]
-    sentences = classifier.predict_proba(model_inputs(sentence_texts, S))[:, order]
-    blended = blend_strongest_sentence(alone, sentences, owner, LABELS.index("none"),
-                                       float(params["score"]["sentence_weight"]))
-    return np.array(LABELS)[alone.argmax(1)], np.array(LABELS)[blended.argmax(1)]
+    return read_as_scored(classifier, real_texts, R, sentence_texts, S, owner,
+                          float(params["score"]["sentence_weight"]))
 
 
 def halves_figures(gold, predicted, pages, halves, seed) -> dict:
