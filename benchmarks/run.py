@@ -121,7 +121,8 @@ def token_stats(texts: list[str]) -> dict:
 
 
 def make(params: dict, backend: str, precision: str, batch_size: int | None = None):
-    overrides = {"backend": backend, "precision": precision}
+    # Raw encode: the encoder reading each paragraph whole, whatever `embedding.paragraph_vector` says.
+    overrides = {"backend": backend, "precision": precision, "paragraph_vector": "whole"}
     if batch_size:
         overrides["batch_size"] = batch_size
     return embed.make_embedder(params, **overrides)
@@ -371,7 +372,8 @@ def end_to_end(work: Path, params: dict, texts: list[str], n_docs: int, repeats:
     documents.mkdir()
     for i, paragraphs in enumerate(corpus.documents(texts, n_docs)):
         (documents / f"oped-{i:03d}.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
-    encoder = embed.make_embedder(params, scoring=True)  # the path `stance score` takes
+    # The path `stance score` takes, reading each paragraph whole: the "raw encode rate".
+    encoder = embed.make_embedder(params, scoring=True, paragraph_vector="whole")
     encoder.encode(texts[:16])
     raw, e2e, ratios, scored = float("inf"), float("inf"), [], 0
     for repeat in range(repeats):

@@ -8,7 +8,9 @@ paths of `pipeline.numerics`) and compares classifiers that read other layers, o
 at once, with the one that reads the last. Each candidate is trained on the labelled corpus, as
 `stance train` trains, and scored on the real development set read as `stance score` reads it
 (blended with the strongest sentence at `score.sentence_weight`), so every figure compares with the
-shipped reading. Candidates are ranked on the `select` half and the best is reported on the
+shipped reading (of whole-paragraph vectors: each paragraph and sentence is pooled whole here,
+as with `embedding.paragraph_vector: whole`, which was shipped when this ran). Candidates are
+ranked on the `select` half and the best is reported on the
 `report` half, with a 95% interval resampling pages. Nothing here is shipped. The pooled layers
 are cached in `.cache/layer_pooling/` (git-ignored). Writes `reports/layer_pooling.md` and `.json`
 (figures only, never the pages' text).

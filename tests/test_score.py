@@ -316,8 +316,8 @@ def test_an_unknown_verdict_rule_is_refused():
 
 def test_a_paragraph_blends_with_its_strongest_sentence(scorer):
     """A plain opening sentence and one that takes a side: the paragraph reads with the second."""
+    from pipeline.encoder.sentence_rule import split_sentences
     from pipeline.model.features import document_context
-    from pipeline.scoring.sentences import split_sentences
 
     paragraph = f"{NONE[0]} {FAVOR[1]}"
     document = Document("d", [paragraph, NONE[1]])
@@ -339,3 +339,19 @@ def test_a_paragraph_blends_with_its_strongest_sentence(scorer):
     assert blended[0]["strongest_sentence"]["text"] == FAVOR[1] and blended[0]["strongest_sentence"]["label"] == "favor"
     assert "strongest_sentence" not in blended[1] and "strongest_sentence" not in alone[0]
     assert scorer.probabilities(document.paragraphs)[0] == pytest.approx(expected, abs=1e-4)
+
+
+def test_with_sentence_mean_vectors_each_sentence_is_encoded_once(scorer):
+    """`embedding.paragraph_vector: sentence_mean`: the strongest-sentence reading costs no second pass."""
+    from pipeline.encoder.paragraph_vectors import SentenceMeanEmbedder
+
+    document = Document("d", [f"{NONE[0]} {FAVOR[1]}", f"{AGAINST[0]} {NONE[1]} {FAVOR[2]}", NONE[2]])
+    scorer.sentence_weight = 0.5
+    score_documents([document], scorer)
+    whole = sum(scorer.embedder.calls)
+    assert whole == 3 + 5  # the paragraphs, then their sentences
+    inner = type(scorer.embedder)()
+    scorer.embedder = SentenceMeanEmbedder(inner)
+    result = score_documents([document], scorer)[0]
+    assert sum(inner.calls) == 5 + 1  # the sentences and the one-sentence paragraph, once each
+    assert result["paragraphs"][0]["strongest_sentence"]["text"] == FAVOR[1]

