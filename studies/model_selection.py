@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from pipeline import LABELS  # noqa: E402
 from pipeline.corpus.labels import load_labels, resolve_labels  # noqa: E402
 from pipeline.corpus.real_set import load_hydrated  # noqa: E402
-from pipeline.encoder.embed import EmbeddingCache, embed_texts, make_embedder  # noqa: E402
+from pipeline.encoder.embed import cache_for, embed_texts, make_embedder  # noqa: E402
 from pipeline.evaluation.external_eval import bootstrap_interval  # noqa: E402
 from pipeline.files import load_params, read_jsonl, write_json_atomic, write_text_atomic  # noqa: E402
 from pipeline.model.features import model_inputs  # noqa: E402
@@ -50,7 +50,7 @@ REALSTYLE = "authored-realstyle"
 def embeddings(params: dict, model: str, texts: list[str]) -> np.ndarray:
     """fp32 embeddings, as the embed stage computes them (cached like it)."""
     embedder = make_embedder(params, model=model, precision="fp32")
-    return embed_texts(texts, embedder, EmbeddingCache(ROOT / params["paths"]["embedding_cache"], embedder.identity))
+    return embed_texts(texts, embedder, cache_for(embedder, ROOT / params["paths"]["embedding_cache"]))
 
 
 def labelled_corpus(params: dict) -> tuple[list[dict], np.ndarray]:

@@ -114,6 +114,15 @@ def embed_texts(texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache 
     return np.stack([known[h] for h in hashes]).astype(np.float32)
 
 
+def cache_for(embedder: Embedder, root: str | Path) -> EmbeddingCache:
+    """`embedder`'s cache under `root`. A sentence-mean embedder caches its sentences there too, under
+    its encoder's identity: a new paragraph then costs only its own sentences."""
+    if isinstance(embedder, SentenceMeanEmbedder):
+        pieces = EmbeddingCache(root, embedder.inner.identity)
+        embedder.encode_pieces = lambda texts: embed_texts(texts, embedder.inner, pieces)
+    return EmbeddingCache(root, embedder.identity)
+
+
 def make_embedder(params: dict, scoring: bool = False, **overrides) -> Embedder:
     """The embedder the `embedding` params (and non-None `overrides`, e.g. precision/backend) describe.
 
@@ -204,10 +213,7 @@ def run(params: dict, embedder: Embedder | None = None) -> Path:
         raise StanceError(f"{paths['paragraphs']}: not found (run `stance prepare` first)")
     records = read_jsonl(paths["paragraphs"])
     embedder = embedder or make_embedder(params)
-    cache = EmbeddingCache(paths["embedding_cache"], embedder.identity)
-    if isinstance(embedder, SentenceMeanEmbedder):  # its sentences are cached too: a new paragraph costs only its own
-        pieces = EmbeddingCache(paths["embedding_cache"], embedder.inner.identity)
-        embedder.encode_pieces = lambda texts: embed_texts(texts, embedder.inner, pieces)
+    cache = cache_for(embedder, paths["embedding_cache"])
     table = embed_corpus(records, embedder, cache)
     out = Path(paths["embeddings"])
     import pyarrow.parquet as pq
