@@ -34,10 +34,9 @@ NUMERICS = pin()  # before numpy and torch load: the same bits on every x86-64 p
 
 import numpy as np  # noqa: E402
 
-from model_selection import labelled_corpus, read_as_scored  # noqa: E402
+from model_selection import halves_figures, labelled_corpus, read_as_scored  # noqa: E402
 from pipeline.corpus.real_set import load_hydrated  # noqa: E402
 from pipeline.encoder.identity import model_identity, resolve_model  # noqa: E402
-from pipeline.evaluation.external_eval import bootstrap_interval  # noqa: E402
 from pipeline.files import load_params, write_json_atomic, write_text_atomic  # noqa: E402
 from pipeline.model.features import model_inputs  # noqa: E402
 from pipeline.model.train import build_classifier, f_avg  # noqa: E402
@@ -118,14 +117,12 @@ def main() -> None:
                                       seed, features, feature_params)
         classifier.fit(model_inputs(corpus_texts, X), y)
         alone, scored = read_as_scored(classifier, real_texts, R, sentence_texts, S, np.asarray(owner), weight)
-        row = {"candidate": name, "layers": layers, "join": join, "C": C}
-        for half in ("select", "report"):
-            mask = halves == half
-            row[half] = round(f_avg(gold[mask], scored[mask]), 4)
-            row[f"{half}_alone"] = round(f_avg(gold[mask], alone[mask]), 4)
-        mask = halves == "report"
-        row["report_interval"] = bootstrap_interval(pages[mask], lambda i, g=gold[mask], p=scored[mask]:
-                                                    f_avg(g[i], p[i]), 1000, seed)
+        figures = halves_figures(gold, scored, pages, halves, seed)
+        row = {"candidate": name, "layers": layers, "join": join, "C": C,
+               "select": figures["select"]["f_avg"], "report": figures["report"]["f_avg"],
+               "report_interval": figures["report"]["interval"],
+               **{f"{half}_alone": round(f_avg(gold[halves == half], alone[halves == half]), 4)
+                  for half in ("select", "report")}}
         rows.append(row)
         print(row, flush=True)
 
