@@ -235,7 +235,7 @@ def test_the_change_is_measured_against_the_committed_metrics(good, tmp_path):
     metrics_path.write_text("{an uncommitted, corrupt working copy is not what we compare with")
     metrics = evaluate.run(good)
     report = (metrics_path.parent / "evaluation.md").read_text()
-    assert "Change versus reports/metrics.json at git HEAD (" in report
+    assert "Change versus reports/metrics.json at git HEAD: " in report
     assert f"**f_avg {metrics['f_avg'] - 0.5:+.4f}** (was 0.5000)" in report
 
 

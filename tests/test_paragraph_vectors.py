@@ -35,13 +35,14 @@ def test_a_paragraph_of_one_sentence_is_encoded_whole(fake_embedder):
     np.testing.assert_array_equal(wrapped, fake_embedder.encode([ONE_SENTENCE]))
 
 
-def test_the_last_calls_sentences_are_not_encoded_again(fake_embedder):
+def test_the_pieces_come_back_with_the_paragraphs_each_encoded_once(fake_embedder):
     embedder = SentenceMeanEmbedder(fake_embedder)
-    embedder.encode([TWO_SENTENCES, ONE_SENTENCE, TWO_SENTENCES])
+    vectors, pieces = embedder.encode_with_pieces([TWO_SENTENCES, ONE_SENTENCE, TWO_SENTENCES])
     assert fake_embedder.calls == [3]  # two sentences and the one-sentence paragraph, each once
-    again = embedder.encode(split_sentences(TWO_SENTENCES))  # what scoring asks for next
-    assert fake_embedder.calls == [3]
-    np.testing.assert_array_equal(again, fake_embedder.encode(split_sentences(TWO_SENTENCES)))
+    assert list(pieces) == [*split_sentences(TWO_SENTENCES), ONE_SENTENCE]
+    sentences = split_sentences(TWO_SENTENCES)
+    np.testing.assert_array_equal(np.stack([pieces[s] for s in sentences]), fake_embedder.encode(sentences))
+    np.testing.assert_array_equal(vectors, embedder.encode([TWO_SENTENCES, ONE_SENTENCE, TWO_SENTENCES]))
 
 
 def test_the_identity_names_the_reading_so_a_whole_paragraph_model_refuses_it(fake_embedder):
@@ -54,11 +55,10 @@ def test_the_identity_names_the_reading_so_a_whole_paragraph_model_refuses_it(fa
     check_embedding_identity({"embedding_model": embedder.identity}, embedder.identity)
 
 
-def test_it_pickles_without_the_vectors_at_hand(fake_embedder):
-    embedder = SentenceMeanEmbedder(fake_embedder)
-    embedder.encode([TWO_SENTENCES])
+def test_it_pickles_without_its_local_cache(fake_embedder):
+    embedder = SentenceMeanEmbedder(fake_embedder, encode_pieces=lambda texts: fake_embedder.encode(texts))
     copy = pickle.loads(pickle.dumps(embedder))
-    assert copy._recent == {} and copy.identity == embedder.identity
+    assert copy.encode_pieces is None and copy.identity == embedder.identity
     np.testing.assert_array_equal(copy.encode([TWO_SENTENCES]), embedder.encode([TWO_SENTENCES]))
 
 

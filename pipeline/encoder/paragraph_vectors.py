@@ -10,9 +10,9 @@ Scoring reads each paragraph twice: as a whole, and by its strongest sentence
 passes over the same words. Here a paragraph of two or more sentences
 (`pipeline.encoder.sentence_rule`) is encoded sentence by sentence, and its vector is the
 word-count-weighted mean of its sentences' unit vectors, normalised; a paragraph of one sentence
-is encoded whole. The sentence vectors of the
-last call stay at hand, so the strongest-sentence reading that follows costs no second pass. A
-paragraph longer than the encoder's window is no longer cut at the window's end either.
+is encoded whole. `encode_with_pieces` hands back the sentence vectors with the paragraph
+vectors, so the strongest-sentence reading that follows costs no second pass. A paragraph longer
+than the encoder's window is no longer cut at the window's end either.
 
 Chosen on the select half of the real development set, with training on vectors built the same way
 (the embed stage uses this wrapper too): level with the whole-paragraph reading there and on the
@@ -39,7 +39,6 @@ class SentenceMeanEmbedder:
         # How the pieces are encoded: the encoder itself, or through a cache of its vectors (the
         # embed stage passes `embed_texts` with the encoder's own cache).
         self.encode_pieces = encode_pieces
-        self._recent: dict[str, np.ndarray] = {}  # the last call's pieces (sentences and one-sentence texts)
 
     @property
     def identity(self) -> str:
@@ -49,29 +48,30 @@ class SentenceMeanEmbedder:
         return f"{model}{SUFFIX}/{precision}"
 
     def __getattr__(self, name: str):  # backend, batch_size, start_loading ...: the encoder's own
-        if name in ("inner", "encode_pieces", "_recent") or name.startswith("__"):
+        if name in ("inner", "encode_pieces") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def __getstate__(self):  # sent to Dask workers without the vectors at hand
+    def __getstate__(self):  # sent to Dask workers without the local cache
         return {"inner": self.inner}
 
     def __setstate__(self, state):
-        self.inner, self.encode_pieces, self._recent = state["inner"], None, {}
+        self.inner, self.encode_pieces = state["inner"], None
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode_with_pieces(texts)[0]
+
+    def encode_with_pieces(self, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The texts' vectors, and the vector of each piece they were built from: every sentence
+        of a text of two or more sentences (`split_sentences`), and each one-sentence text."""
         texts = list(texts)
         if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
+            return np.zeros((0, 0), dtype=np.float32), {}
         split = [split_sentences(text) or [text] for text in texts]
         pieces = list(dict.fromkeys(piece for parts in split for piece in parts))
-        missing = [piece for piece in pieces if piece not in self._recent]
-        known = {piece: self._recent[piece] for piece in pieces if piece in self._recent}
-        if missing:
-            encode = self.encode_pieces or self.inner.encode
-            known.update(zip(missing, np.asarray(encode(missing), dtype=np.float32)))
-        self._recent = known
-        return np.stack([combine([known[piece] for piece in parts], parts) for parts in split])
+        encode = self.encode_pieces or self.inner.encode
+        known = dict(zip(pieces, np.asarray(encode(pieces), dtype=np.float32)))
+        return np.stack([combine([known[piece] for piece in parts], parts) for parts in split]), known
 
 
 def combine(vectors: list[np.ndarray], pieces: list[str]) -> np.ndarray:

@@ -78,9 +78,12 @@ def previous_metrics(metrics_path: str | Path, compare_to: str | None = "HEAD") 
             return {"note": f"no {name} committed at git {compare_to}: no comparison"}
         commit = _git(directory, "rev-parse", "--short", f"{compare_to}^{{commit}}")
         found = commit is not None and commit.returncode == 0
-        source = f"{name} at git {compare_to}" + (f" ({commit.stdout.strip()})" if found else "")
+        # The report names the ref, not the commit: naming the commit would rewrite the committed
+        # report after every commit, though nothing it measures changed.
+        source = f"{name} at git {compare_to}"
+        where = source + (f" ({commit.stdout.strip()})" if found else "")
         hint = f"commit a valid {name}, or set evaluate.compare_to: none in params.yaml"
-        return {"source": source, "metrics": parse_metrics(shown.stdout, source, hint)}
+        return {"source": source, "metrics": parse_metrics(shown.stdout, where, hint)}
     if path.exists():
         try:
             text = path.read_text(encoding="utf-8")

@@ -80,6 +80,15 @@ class Scorer:
     def embed(self, texts: list[str]) -> np.ndarray:
         return embed_texts(texts, self.embedder, self.cache)
 
+    def embed_paragraphs(self, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The paragraphs' vectors, and the sentence vectors they were built from when the encoder
+        builds them so (`embedding.paragraph_vector: sentence_mean`): the strongest-sentence
+        reading then needs no second encoder pass."""
+        encode_with_pieces = getattr(self.embedder, "encode_with_pieces", None)
+        if self.cache is None and encode_with_pieces is not None:
+            return encode_with_pieces(texts)
+        return self.embed(texts), {}
+
     def classify(self, texts: list[str], X: np.ndarray, context: np.ndarray) -> np.ndarray:
         """Probabilities in LABELS order for each paragraph (its text, its embedding and its
         document context, `pipeline.model.features.document_context`)."""
@@ -100,9 +109,9 @@ class Scorer:
         """Probabilities of the paragraphs of one document, as `score_documents` gives them."""
         from pipeline.model.features import document_context
 
-        X = self.embed(texts)
+        X, pieces = self.embed_paragraphs(texts)
         context = document_context(X, np.zeros(len(texts), dtype=int))
-        return self.with_sentences(texts, self.classify(texts, X, context), context)[0]
+        return self.with_sentences(texts, self.classify(texts, X, context), context, pieces)[0]
 
     def with_sentences(self, paragraphs: list[str], probabilities: np.ndarray, context: np.ndarray,
                        sentence_vectors: dict[str, np.ndarray] | None = None,
@@ -283,8 +292,9 @@ def score_documents(documents: list[Document], scorer: Scorer, progress=None, ex
         split = [split_sentences(text) for text in flat]
     for start in range(0, len(flat), scorer.chunk):
         chunk = order[start:start + scorer.chunk]
-        X = scorer.embed([flat[i] for i in chunk])
+        X, pieces = scorer.embed_paragraphs([flat[i] for i in chunk])
         if split is not None:  # here, so that progress counts the sentences' time too
+            sentence_vectors.update((s, pieces[s]) for i in chunk for s in split[i] if s in pieces)
             sentences = [s for i in chunk for s in split[i] if s not in sentence_vectors]
             sentences = sorted(dict.fromkeys(sentences), key=len, reverse=True)
             if sentences:
