@@ -181,6 +181,7 @@ class Study:
                 pieces = list(dict.fromkeys(p for r in rows for p in self.corpus_split[r]))
                 at = {p: i for i, p in enumerate(pieces)}
                 piece_vectors = self.top([states[self.index[p]] for p in pieces])
+                # `pipeline.encoder.paragraph_vectors.combine`, in torch so the gradient reaches the layers
                 vectors = []
                 for r in rows:
                     parts = self.corpus_split[r]

@@ -48,7 +48,7 @@ import numpy as np
 
 from pipeline import LABELS
 from pipeline.corpus.documents import Document
-from pipeline.encoder.embed import Embedder, EmbeddingCache, embed_texts
+from pipeline.encoder.embed import Embedder, embed_texts
 from pipeline.errors import StanceError
 from pipeline.model.reference import Reference
 
@@ -73,21 +73,18 @@ class Scorer:
     explain_neighbours: int = DEFAULTS["explain_neighbours"]
     decisive_paragraphs: int = DEFAULTS["decisive_paragraphs"]
     sentence_weight: float = DEFAULTS["sentence_weight"]
-    cache: EmbeddingCache | None = None
     chunk: int = CHUNK_PARAGRAPHS
     notes: list[str] = field(default_factory=list)  # things the user should know (printed on stderr)
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        return embed_texts(texts, self.embedder, self.cache)
+        return embed_texts(texts, self.embedder)
 
     def embed_paragraphs(self, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The paragraphs' vectors, and the sentence vectors they were built from when the encoder
         builds them so (`embedding.paragraph_vector: sentence_mean`): the strongest-sentence
         reading then needs no second encoder pass."""
         encode_with_pieces = getattr(self.embedder, "encode_with_pieces", None)
-        if self.cache is None and encode_with_pieces is not None:
-            return encode_with_pieces(texts)
-        return self.embed(texts), {}
+        return encode_with_pieces(texts) if encode_with_pieces is not None else (self.embed(texts), {})
 
     def classify(self, texts: list[str], X: np.ndarray, context: np.ndarray) -> np.ndarray:
         """Probabilities in LABELS order for each paragraph (its text, its embedding and its
