@@ -157,8 +157,8 @@ def hydrate(
         settings = _params(params)
         summary = run_hydrate(settings["paths"]["real_manifest"], settings["paths"]["real_dir"], source, fetch,
                                   private_hosts)
-        for problem in summary["problems"]:
-            typer.echo(problem, err=True)
+        for line in summary["notes"] + summary["problems"]:
+            typer.echo(line, err=True)
         typer.echo(f"hydrated {summary['hydrated']} of {summary['paragraphs']} paragraphs from "
                    f"{summary['pages_found']} of {summary['pages']} pages into {summary['path']}; "
                    f"{len(summary['problems'])} problems", err=True)

@@ -72,6 +72,30 @@ def test_missing_and_changed_pages_are_reported_one_line_each_and_the_rest_hydra
         f"{URL_B}: paragraph 1 changed (its sha256 no longer matches)"]
 
 
+def test_a_paragraph_that_moved_is_found_by_its_hash_hydrated_and_noted(manifest, tmp_path):
+    saved = tmp_path / "saved"
+    new_first = "A caption line added to the stored page, long enough to be kept as a paragraph of its own."
+    save(saved, URL_A, PAGE_A)
+    save(saved, URL_B, new_first + "\n" + PAGE_B)
+    summary = hydrate(manifest, tmp_path / "external", saved)
+    assert summary["problems"] == [] and summary["hydrated"] == 4
+    assert summary["notes"] == [f"{URL_B}: paragraph 0 is now at position 1 (same text, hydrated)",
+                                f"{URL_B}: paragraph 1 is now at position 2 (same text, hydrated)"]
+    records = load_hydrated(tmp_path / "external", manifest)
+    b = [r for r in records if r["url"] == URL_B]
+    assert [(r["paragraph_index"], r["label"], r["text"]) for r in b] == [
+        (0, "against", page_paragraphs(PAGE_B)[0]), (1, "none", page_paragraphs(PAGE_B)[1])]
+
+
+def test_a_moved_paragraph_whose_text_also_changed_is_not_matched(manifest, tmp_path):
+    saved = tmp_path / "saved"
+    new_first = "A caption line added to the stored page, long enough to be kept as a paragraph of its own."
+    save(saved, URL_B, new_first + "\n" + PAGE_B.replace("declined to comment", "refused to comment"))
+    summary = hydrate(manifest, tmp_path / "external", saved)
+    assert f"{URL_B}: paragraph 1 changed (its sha256 no longer matches)" in summary["problems"]
+    assert summary["notes"] == [f"{URL_B}: paragraph 0 is now at position 1 (same text, hydrated)"]
+
+
 def test_bad_manifest_rows_name_file_and_line_and_the_rest_is_checked(manifest, tmp_path):
     rows = list(csv.DictReader(open(manifest, encoding="utf-8")))
     rows.append({**rows[0], "url": "not a url"})

@@ -9,7 +9,9 @@ with trafilatura; splits it with the fixed paragraph rule; checks every paragrap
 sha256; and writes the paragraphs that match to `<real_dir>/paragraphs.jsonl` (page key, index and
 text only: the facts about them stay in the manifest). Every problem (a bad
 manifest row, a missing page, a page that changed, a paragraph whose hash no longer matches) is one
-line, and checking goes on past it: a page whose text changed is reported, never re-labelled.
+line, and checking goes on past it: a page whose text changed is reported, never re-labelled. A
+paragraph whose text is unchanged but now sits at another position (the page gained or lost a
+block before it) is found by its hash, hydrated, and noted in one line.
 
 Pages are split into two fixed halves by their key (`half_of`): model choices are made on the
 `select` half and reported on the `report` half, so the reported figure is not tuned.
@@ -127,26 +129,37 @@ def fetch_page(url: str, pages_dir: Path, private_hosts: bool = False) -> Path |
     return target
 
 
-def check_page(url: str, rows: list[dict], text: str) -> tuple[list[dict], list[str]]:
-    """The manifest rows whose paragraph matches its hash (with the text), and one line per mismatch."""
+def check_page(url: str, rows: list[dict], text: str) -> tuple[list[dict], list[str], list[str]]:
+    """The manifest rows whose paragraph is on the page (with the text), one line per paragraph
+    that is not, and one note per paragraph found at another position than its index.
+
+    A stored page can gain or lose a block before a labelled paragraph (a new caption line, say):
+    the paragraph's text, and so its hash and its label, are unchanged, so it is found by its hash
+    and hydrated, and the move is noted. A paragraph whose text changed is never matched."""
     paragraphs = page_paragraphs(text)
-    good, problems = [], []
+    positions: dict[str, int] = {}
+    for position, paragraph in enumerate(paragraphs):
+        positions.setdefault(paragraph_sha(paragraph), position)
+    good, problems, notes = [], [], []
     for row in rows:
         index = row["paragraph_index"]
-        if index >= len(paragraphs):
-            problems.append(f"{url}: paragraph {index} is missing (the page now has {len(paragraphs)})")
-        elif paragraph_sha(paragraphs[index]) != row["sha256"]:
-            problems.append(f"{url}: paragraph {index} changed (its sha256 no longer matches)")
-        else:
-            # Only the text and where it sits: the facts about it stay in the manifest.
-            good.append({"page": page_key(url), "paragraph_index": index, "text": paragraphs[index]})
-    return good, problems
+        position = positions.get(row["sha256"])
+        if position is None:
+            problems.append(f"{url}: paragraph {index} is missing (the page now has {len(paragraphs)})"
+                            if index >= len(paragraphs) else
+                            f"{url}: paragraph {index} changed (its sha256 no longer matches)")
+            continue
+        if position != index:
+            notes.append(f"{url}: paragraph {index} is now at position {position} (same text, hydrated)")
+        # Only the text and where it sits: the facts about it stay in the manifest.
+        good.append({"page": page_key(url), "paragraph_index": index, "text": paragraphs[position]})
+    return good, problems, notes
 
 
 def hydrate(manifest_path: str | Path, real_dir: str | Path, source: str | Path | None = None,
             fetch: bool = False, private_hosts: bool = False) -> dict:
     """Fill `real_dir` from saved pages (`source`, default `<real_dir>/pages`) or, with `fetch`,
-    the network. Returns counts and the list of problems; writes `<real_dir>/paragraphs.jsonl`."""
+    the network. Returns counts, the problems and the notes (paragraphs that moved); writes `<real_dir>/paragraphs.jsonl`."""
     manifest = read_manifest(manifest_path)
     real_dir = Path(real_dir)
     pages_dir = real_dir / "pages"
@@ -155,6 +168,7 @@ def hydrate(manifest_path: str | Path, real_dir: str | Path, source: str | Path 
     if not source.is_dir():
         raise StanceError(f"{source}: not a folder of saved pages")
     problems = list(manifest.problems)
+    notes: list[str] = []
     hydrated: list[dict] = []
     pages = manifest.pages()
     found = 0
@@ -175,12 +189,13 @@ def hydrate(manifest_path: str | Path, real_dir: str | Path, source: str | Path 
                             f"{'' if fetch else '; --fetch downloads it'})")
             continue
         found += 1
-        good, page_problems = check_page(url, rows, saved_page_text(saved))
+        good, page_problems, page_notes = check_page(url, rows, saved_page_text(saved))
         hydrated.extend(good)
         problems.extend(page_problems)
+        notes.extend(page_notes)
     write_jsonl_atomic(real_dir / "paragraphs.jsonl", hydrated)
     return {"pages": len(pages), "pages_found": found, "paragraphs": len(manifest.rows) + len(manifest.problems),
-            "hydrated": len(hydrated), "problems": problems, "path": str(real_dir / "paragraphs.jsonl")}
+            "hydrated": len(hydrated), "problems": problems, "notes": notes, "path": str(real_dir / "paragraphs.jsonl")}
 
 
 def load_hydrated(real_dir: str | Path, manifest_path: str | Path) -> list[dict]:
