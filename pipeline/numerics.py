@@ -1,11 +1,11 @@
-"""The same numbers on every x86-64 processor: the code paths the DVC stages compute with.
+"""The same numbers on every Intel x86-64 processor: the code paths the DVC stages compute with.
 
 PyTorch (ATen kernels), MKL (its matrix products), oneDNN, OpenBLAS and numpy's own loops each
 pick their code path by the processor they run on, and each path sums in its own order. So the
-same paragraphs embed to other last bits on a Xeon with AVX-512 than on an AMD EPYC with AVX2
-only, and an iterative solver grows such differences: refitting the classifier with OpenBLAS's
-AVX2 kernels moved its coefficients by up to 3e-5 (measured on the corpus). A fresh clone's
-`dvc repro` would then rewrite the committed embeddings, model and metrics.
+same paragraphs embed to other last bits on a Xeon with AVX-512 than on one with AVX2 only, and an
+iterative solver grows such differences: refitting the classifier with OpenBLAS's AVX2 kernels
+moved its coefficients by up to 3e-5 (measured on the corpus). A fresh clone's `dvc repro` would
+then rewrite the committed embeddings, model and metrics.
 
 `pin()` asks each library for its AVX2 path, which every x86-64 processor of the last decade
 has, through the environment variables the libraries read when they load:
@@ -22,6 +22,16 @@ with MKL and oneDNN limited to AVX2 as on an AVX2-only processor; unpinned, each
 the last bits. It costs speed on AVX-512 processors (on the benchmark's Xeon the embed stage
 encodes 11.0 corpus paragraphs/s, the unpinned OpenVINO scoring path 17.0: reports/benchmark.json,
 `retraining_run`), so only the stages that make committed results pin; scoring does not.
+
+**Not on AMD processors.** MKL runs its AVX2 branch on Intel processors only: on an AMD EPYC
+(Zen 4, 2026-12-07) MKL_VERBOSE showed `MKL_CBWR=AVX2,STRICT` running as `CNR:AUTO` (MKL's own
+dispatch), and a pinned `dvc repro` there rewrote the committed embeddings in their last bits,
+and so the model and the predictions (sixth decimal); the metrics, to four decimals, came out the
+same. MKL's one branch for every vendor, `COMPATIBLE` (SSE2), is no way out: measured on
+that EPYC, it made the embed stage 2.9 times slower (3.8 against 10.9 paragraphs/s), and its
+results depend on the number of rows in a product (a paragraph embedded alone or in a batch of 8
+came out with other last bits), which an incremental embed cannot allow. So on a non-Intel
+processor the stage's closing line says that its last bits may differ from the committed ones.
 
 The variables only work before the libraries load, so `pin()` sets them only in a process that
 has not imported numpy, scipy or torch yet (the `stance` commands import them lazily), and a
@@ -45,6 +55,9 @@ PINNED = {
     "OPENBLAS_CORETYPE": "Haswell",
 }
 NUMPY_VARIABLE = "NPY_DISABLE_CPU_FEATURES"
+PINNED_LINE = "numerics: AVX2 code paths in PyTorch, MKL, OpenBLAS and numpy (the same bits on every Intel x86-64 processor)"
+NOT_INTEL_LINE = ("numerics: AVX2 code paths in PyTorch, OpenBLAS and numpy; MKL runs its own on this non-Intel "
+                  "processor, so the last bits may differ from the committed ones")
 LOADED_TOO_EARLY = ("numpy", "scipy", "torch")
 # Asked of numpy in a child process, because asking in this one would load it before the pin.
 _PROBE = ("import numpy as np\n"
@@ -106,7 +119,19 @@ def pin() -> str:
         disabled = numpy_features_to_disable()
         if disabled:
             os.environ[NUMPY_VARIABLE] = disabled
-    return "numerics: AVX2 code paths in PyTorch, MKL, OpenBLAS and numpy (the same bits on every x86-64 processor)"
+    return pin_line()
+
+
+def pin_line() -> str:
+    """The closing line of a pinned stage on this processor."""
+    return PINNED_LINE if is_intel() else NOT_INTEL_LINE
+
+
+def is_intel(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether MKL will run the AVX2 branch `pin()` asks for: on Intel processors only (elsewhere its
+    CNR mode falls back to AUTO, its own dispatch). Without /proc it is assumed, as in `has_avx2`."""
+    vendor = _cpuinfo_field("vendor_id", cpuinfo)
+    return vendor is None or vendor == "GenuineIntel"
 
 
 def is_pinned() -> bool:

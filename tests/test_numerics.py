@@ -1,4 +1,4 @@
-"""Pinned code paths: the DVC stages compute the same bits on any x86-64 processor."""
+"""Pinned code paths: the DVC stages compute the same bits on any Intel x86-64 processor."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_pin_sets_the_variables_before_the_libraries_load():
              "                  'openblas': [i.get('architecture') for i in threadpool_info()\n"
              "                               if i.get('internal_api') == 'openblas']}))\n")
     seen = json.loads(run_python(probe, clean_environment()))
-    assert seen["line"].startswith("numerics: AVX2 code paths") and seen["loaded"] == [] and seen["pinned"]
+    assert seen["line"] == numerics.pin_line() and seen["loaded"] == [] and seen["pinned"]
     assert {k: seen["env"][k] for k in numerics.PINNED} == numerics.PINNED
     assert seen["openblas"] and set(seen["openblas"]) == {"Haswell"}  # not SkylakeX or Zen: the same kernels
     from numpy._core import _multiarray_umath as umath
@@ -100,6 +100,32 @@ def test_pinned_torch_embeddings_are_named_apart(monkeypatch):
         monkeypatch.setenv(name, value)
     assert SentenceTransformerEmbedder("default", precision="fp32").identity.endswith("/avx2-fp32")
     assert SentenceTransformerEmbedder("default", precision="bf16").identity.endswith("/bf16")
+
+
+def test_mkl_runs_the_avx2_branch_on_intel_and_its_own_elsewhere():
+    """MKL honours the AVX2 branch on Intel processors only; elsewhere `MKL_CBWR=AVX2` silently
+    becomes `AUTO` (seen on an AMD EPYC), and the closing line must say so. MKL_VERBOSE prints the
+    branch a matrix product actually ran on."""
+    code = ("from pipeline.numerics import pin; print(pin())\n"
+            "import torch\n"
+            "torch.nn.functional.linear(torch.ones(16, 32), torch.ones(24, 32))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            env=clean_environment(MKL_VERBOSE="1"))
+    assert result.returncode == 0, result.stderr
+    branches = set(re.findall(r"CNR:([A-Z0-9_]+)", result.stdout + result.stderr))
+    if numerics.is_intel():
+        assert branches == {"AVX2"} and numerics.PINNED_LINE in result.stdout
+    else:
+        assert branches == {"AUTO"} and numerics.NOT_INTEL_LINE in result.stdout
+
+
+def test_the_vendor_is_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: avx2\n", encoding="utf-8")
+    assert not numerics.is_intel(cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: avx2\n", encoding="utf-8")
+    assert numerics.is_intel(cpuinfo)
+    assert numerics.is_intel(tmp_path / "missing")
 
 
 EMBED = ("import sys, numpy as np, torch\n"
@@ -155,7 +181,7 @@ def test_an_incremental_embed_writes_what_a_run_from_scratch_writes(tmp_path):
     assert run_stage("prepare", config).returncode == 0
     step = run_stage("embed", config)
     assert step.returncode == 0, step.stderr
-    assert "numerics: AVX2 code paths" in step.stderr and "/avx2-fp32" in step.stderr
+    assert numerics.pin_line() in step.stderr and "/avx2-fp32" in step.stderr
     embeddings = Path(params["paths"]["embeddings"])
     incremental = embeddings.read_bytes()
     shutil.rmtree(params["paths"]["embedding_cache"])
@@ -165,5 +191,4 @@ def test_an_incremental_embed_writes_what_a_run_from_scratch_writes(tmp_path):
     for command in ("train", "evaluate"):  # they pin too: numpy must not load before their pin
         step = run_stage(command, config)
         assert step.returncode == 0, step.stderr
-        assert step.stderr.strip().endswith("numerics: AVX2 code paths in PyTorch, MKL, OpenBLAS and numpy "
-                                            "(the same bits on every x86-64 processor)"), step.stderr
+        assert step.stderr.strip().endswith(numerics.pin_line()), step.stderr
