@@ -55,7 +55,8 @@ PINNED = {
     "OPENBLAS_CORETYPE": "Haswell",
 }
 NUMPY_VARIABLE = "NPY_DISABLE_CPU_FEATURES"
-PINNED_LINE = "numerics: AVX2 code paths in PyTorch, MKL, OpenBLAS and numpy (the same bits on every Intel x86-64 processor)"
+PINNED_LINE = ("numerics: AVX2 code paths in PyTorch, MKL, OpenBLAS and numpy (the same bits on every Intel x86-64 "
+               "processor)")
 NOT_INTEL_LINE = ("numerics: AVX2 code paths in PyTorch, OpenBLAS and numpy; MKL runs its own on this non-Intel "
                   "processor, so the last bits may differ from the committed ones")
 LOADED_TOO_EARLY = ("numpy", "scipy", "torch")

@@ -159,7 +159,8 @@ def check_page(url: str, rows: list[dict], text: str) -> tuple[list[dict], list[
 def hydrate(manifest_path: str | Path, real_dir: str | Path, source: str | Path | None = None,
             fetch: bool = False, private_hosts: bool = False) -> dict:
     """Fill `real_dir` from saved pages (`source`, default `<real_dir>/pages`) or, with `fetch`,
-    the network. Returns counts, the problems and the notes (paragraphs that moved); writes `<real_dir>/paragraphs.jsonl`."""
+    the network. Returns counts, the problems and the notes (paragraphs that moved); writes
+    `<real_dir>/paragraphs.jsonl`."""
     manifest = read_manifest(manifest_path)
     real_dir = Path(real_dir)
     pages_dir = real_dir / "pages"
