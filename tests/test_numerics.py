@@ -109,14 +109,12 @@ def test_mkl_runs_the_avx2_branch_on_intel_and_its_own_elsewhere():
     code = ("from pipeline.numerics import pin; print(pin())\n"
             "import torch\n"
             "torch.nn.functional.linear(torch.ones(16, 32), torch.ones(24, 32))\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                            env=clean_environment(MKL_VERBOSE="1"))
-    assert result.returncode == 0, result.stderr
-    branches = set(re.findall(r"CNR:([A-Z0-9_]+)", result.stdout + result.stderr))
+    printed = run_python(code, clean_environment(MKL_VERBOSE="1"))  # MKL_VERBOSE writes to stdout
+    branches = set(re.findall(r"CNR:([A-Z0-9_]+)", printed))
     if numerics.is_intel():
-        assert branches == {"AVX2"} and numerics.PINNED_LINE in result.stdout
+        assert branches == {"AVX2"} and numerics.PINNED_LINE in printed
     else:
-        assert branches == {"AUTO"} and numerics.NOT_INTEL_LINE in result.stdout
+        assert branches == {"AUTO"} and numerics.NOT_INTEL_LINE in printed
 
 
 def test_the_vendor_is_read_from_cpuinfo(tmp_path):
